@@ -1,0 +1,101 @@
+"""The Attack base class: f(θ, x, y) -> δ, owning the model's mode and never mutating inputs.
+
+Every attack returns a detached δ with |δ|∞ ≤ ε (unless it says otherwise) and x + δ in [0, 1].
+Budgets are floats in image units here; the CLI speaks /255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[..., torch.Tensor]  # (logits, y, reduction="mean") -> loss
+# A fixed loss scale for fp16 input gradients: they only feed sign steps, so no unscaling is needed.
+AMP_LOSS_SCALE = 1024.0
+
+
+@contextmanager
+def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Put the model in 'train' or 'eval' mode ('keep' leaves it) and restore it afterwards."""
+    if mode not in ("train", "eval", "keep"):
+        raise ValueError(f"mode must be train, eval or keep, not {mode!r}")
+    was_training = model.training
+    if mode != "keep":
+        model.train(mode == "train")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def autocast(enabled: bool, device: torch.device) -> torch.autocast | nullcontext:
+    """Mixed precision on CUDA when enabled; a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """max non-true logit − true logit: the L∞ C&W loss used with PGD in this field."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    margin = other - true
+    return margin.mean() if reduction == "mean" else margin
+
+
+def input_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn = F.cross_entropy,
+    *,
+    amp: bool = False,
+) -> torch.Tensor:
+    """∂ loss(model(x + δ), y) / ∂δ (scaled by a positive constant under AMP)."""
+    delta = delta.detach().requires_grad_(True)
+    with autocast(amp, x.device):
+        logits = model(x + delta)
+    loss = loss_fn(logits.float(), y)
+    if amp and x.device.type == "cuda":
+        loss = loss * AMP_LOSS_SCALE
+    (grad,) = torch.autograd.grad(loss, delta)
+    return grad
+
+
+def clip_delta(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project δ into the ε-ball and so that x + δ stays in [0, 1]."""
+    return (x + delta.clamp(-eps, eps)).clamp(0, 1) - x
+
+
+def uniform_start(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Uniform noise in [−ε, ε], clipped so that x + δ stays in [0, 1]."""
+    return clip_delta(torch.empty_like(x).uniform_(-eps, eps), x, eps)
+
+
+class Attack:
+    """A perturbation generator. Subclasses implement `perturb`; `__call__` owns the model mode.
+
+    `mode` is the BN/dropout mode used while attacking: 'eval' for evaluation (the default),
+    'train' for generating training perturbations as the reference implementations do.
+    """
+
+    def __init__(self, eps: float, *, mode: str = "eval", amp: bool = False) -> None:
+        if not 0 <= eps <= 1:
+            raise ValueError(f"eps must be in [0, 1] image units, got {eps}")
+        self.eps, self.mode, self.amp = eps, mode, amp
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with model_mode(model, self.mode):
+            return self.perturb(model, x.detach(), y).detach()
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line of what this attack is, for logs and table captions."""
+        return f"{type(self).__name__}(eps={self.eps * 255:.4g}/255)"

@@ -1,0 +1,163 @@
+"""The `robdrop` command line: click commands that call library functions, nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+import torch
+
+from robdrop.config import PRESETS, make_config
+from robdrop.data import DatasetNotFound
+from robdrop.runs import RunError, find_runs
+
+DATA_DIR = os.environ.get("ROBDROP_DATA_DIR", "data")
+RUNS_DIR = os.environ.get("ROBDROP_RUNS_DIR", "checkpoints")
+
+
+def auto_preset(preset: str) -> str:
+    """'auto' is the paper's CIFAR-10 PreAct ResNet-18 setting on a GPU and `mini` on a CPU."""
+    if preset != "auto":
+        return preset
+    chosen = "paper-cifar10-prn18" if torch.cuda.is_available() else "mini"
+    click.echo(
+        f"preset: {chosen} (auto: {'CUDA' if chosen != 'mini' else 'no CUDA'} here)", err=True
+    )
+    return chosen
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict:
+    """`key=value` pairs; values are read as JSON where possible (numbers, lists, true/false)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--option")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+class Failure(click.ClickException):
+    """Exit 1 with one sentence (no traceback) for the errors a user can fix."""
+
+
+USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="robdrop")
+def main() -> None:
+    """robdrop: train adversarial-training methods with a checkpoint per epoch and analyse them."""
+
+
+preset_option = click.option(
+    "--preset",
+    type=click.Choice(["auto", *PRESETS]),
+    default="auto",
+    help="Named settings; 'auto' = paper-cifar10-prn18 with CUDA, mini without.",
+)
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=RUNS_DIR,
+    help="Folder holding one sub-folder per run (env ROBDROP_RUNS_DIR).",
+)
+
+
+@main.command()
+@click.option(
+    "--method", "-m", required=True, help="fgsm, ffgsm, pgd<N>, … (see `robdrop methods`)."
+)
+@preset_option
+@click.option(
+    "--epochs", type=int, help="Number of epochs (preset: 30 for the paper, 15 for mini)."
+)
+@click.option("--eps", type=float, help="Training budget ε in /255 units (e.g. 8).")
+@click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR).")
+@click.option("--no-download", is_flag=True, help="Never try torchvision's download.")
+@click.option("--model", help="prn18, prn20, wrn34 or resnet50.")
+@click.option(
+    "--width", type=int, help="Base width (prn18 64, prn20 16) or widen factor (wrn34 10)."
+)
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet"]))
+@click.option("--train-size", type=int, help="Train on the first N training images.")
+@click.option("--val-size", type=int, help="Hold out the last N training images.")
+@click.option("--batch-size", type=int)
+@click.option("--lr-max", type=float, help="Peak of the cyclic learning rate.")
+@click.option("--weight-decay", type=float)
+@click.option("--seed", type=int)
+@click.option("--device", help="auto, cpu, cuda, cuda:1 …")
+@click.option("--no-amp", is_flag=True, help="Train in fp32 on CUDA too.")
+@click.option("--eval-size", type=int, help="Test images for the per-epoch quick check.")
+@click.option("--eval-attack", help="Attack of the per-epoch quick check (e.g. pgd10).")
+@click.option(
+    "--option", "-o", "options", multiple=True, help="Method option key=value (repeatable)."
+)
+@click.option(
+    "--save-every-epoch", is_flag=True, help="Keep every epoch's checkpoint (else only the last)."
+)
+@out_option
+@click.option("--name", help="Run folder name (default: <preset>-<method>-eps<ε>-seed<seed>).")
+@click.option("--resume", is_flag=True, help="Continue the run from its last complete epoch.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, **kw) -> None:
+    """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt."""
+    from robdrop.trainer import Trainer
+
+    options = parse_options(kw.pop("options"))
+    kw["download"] = False if kw.pop("no_download") else None
+    kw["amp"] = False if kw.pop("no_amp") else None
+    kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
+    try:
+        cfg = make_config(auto_preset(preset), options=options or None, **kw)
+        run = Trainer(cfg, out, name=name, resume=resume, progress=not quiet).fit()
+    except USER_ERRORS as err:
+        raise Failure(str(err)) from err
+    click.echo(f"run written to {run.path}")
+
+
+@main.command()
+@out_option
+def runs(out: Path) -> None:
+    """List the runs under --out with their last metrics."""
+    rows = []
+    for run in find_runs(out):
+        last = run.metrics().tail(1).to_dict("records")
+        rows.append(
+            {
+                "run": run.name,
+                "method": run.config.method_key,
+                "epochs": run.config.epochs,
+                **(last[0] if last else {}),
+            }
+        )
+    if not rows:
+        click.echo(f"no runs under {out}")
+        return
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        click.echo(pd.DataFrame(rows).round(4).to_string(index=False))
+
+
+@main.command()
+def methods() -> None:
+    """List the training methods and their options."""
+    from robdrop.methods import METHODS
+
+    for key, (cls, numbered) in METHODS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        opts = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+        click.echo(
+            f"{key + ('<N>' if numbered else ''):12s} {doc}"
+            + (f"  [options: {opts}]" if opts else "")
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Training configuration and the named presets (the paper's settings and the CPU-sized `mini`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from robdrop.attacks import make_attack
+from robdrop.data import DATASETS
+from robdrop.methods import parse_method
+from robdrop.models import ARCHITECTURES
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; stored whole in run.json."""
+
+    method: str = "fgsm"
+    preset: str | None = None
+    dataset: str = "cifar10"
+    data_dir: str = "data"
+    download: bool = True
+    model: str = "prn18"
+    width: int | None = None  # base width (prn18: 64, prn20: 16), widen factor (wrn34: 10)
+    train_size: int | None = None  # first N training images; None = all but the held-out part
+    val_size: int = 0  # last N training images, held out (never trained on)
+    eps: float = 8.0  # /255 units
+    epochs: int = 30
+    batch_size: int = 128
+    lr_max: float = 0.2
+    lr_peak: float = 0.5  # fraction of training at which the cyclic LR peaks
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
+    channels_last: bool = True  # CUDA only
+    device: str = "auto"
+    image_size: int = 224  # ImageNet only
+    workers: int = 4  # ImageNet only
+    eval_size: int = 1000  # first N test images for the per-epoch quick check
+    eval_attack: str = "pgd10"
+    eval_batch_size: int = 256
+    save_every_epoch: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # method options
+
+    @property
+    def eps_float(self) -> float:
+        return self.eps / 255
+
+    @property
+    def method_key(self) -> str:
+        return parse_method(self.method)[2]
+
+    def default_name(self) -> str:
+        return f"{self.preset or 'custom'}-{self.method_key}-eps{self.eps:g}-seed{self.seed}"
+
+    def validate(self) -> None:
+        """Fail early, with one sentence, on anything that cannot work."""
+        if not 0 < self.eps <= 64:
+            raise ValueError(f"--eps is in /255 units and must be in (0, 64], got {self.eps}")
+        parse_method(self.method)
+        make_attack(self.eval_attack, self.eps_float)
+        if self.model not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown model {self.model!r}; choose one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.dataset not in DATASETS:
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}"
+            )
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.lr_peak < 1 or self.lr_max <= 0:
+            raise ValueError("lr_peak must be in (0, 1) and lr_max positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+_PAPER_CIFAR = {"epochs": 30, "batch_size": 128, "lr_max": 0.2, "eps": 8.0, "eval_size": 1000}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-cifar10-prn18": {**_PAPER_CIFAR, "dataset": "cifar10", "model": "prn18"},
+    "paper-cifar10-wrn34": {**_PAPER_CIFAR, "dataset": "cifar10", "model": "wrn34"},
+    "paper-cifar100-prn18": {**_PAPER_CIFAR, "dataset": "cifar100", "model": "prn18"},
+    "paper-imagenet-r50": {
+        "dataset": "imagenet",
+        "model": "resnet50",
+        "eps": 2.0,
+        "epochs": 15,
+        "lr_max": 0.4,
+        "batch_size": 256,
+        "eval_size": 1000,
+        "eval_attack": "pgd10",
+    },
+    # CPU-sized: shows FGSM's collapse on 2 cores in minutes (see docs/benchmarks.md)
+    "mini": {
+        "dataset": "cifar10",
+        "model": "prn18",
+        "width": 16,
+        "train_size": 10000,
+        "val_size": 1000,
+        "eps": 8.0,
+        "epochs": 15,
+        "batch_size": 128,
+        "lr_max": 0.2,
+        "eval_size": 500,
+        "eval_attack": "pgd10",
+    },
+}
+
+
+def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
+    """A preset's values with `overrides` on top (None overrides are ignored)."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS.get(preset, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig.from_dict({**values, "preset": preset})
+    cfg.validate()
+    return cfg

@@ -1,0 +1,131 @@
+"""The Method interface: how a training method perturbs a batch and takes one training step.
+
+A method owns its state (APART's ω and step sizes, ATTA's buffers) and saves it through
+`state_dict()/load_state_dict()`. `perturb(batch)` is f_A(θ, x, y) of the paper, used by the
+trainer and by the analyses alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robdrop.attacks import Attack, make_attack
+from robdrop.attacks.base import autocast
+from robdrop.data import Batch
+
+
+@dataclass
+class MethodContext:
+    """What a method needs to know about the run it trains."""
+
+    eps: float  # image units (8/255, not 8)
+    num_train: int
+    image_shape: tuple[int, int, int]
+    pad: int = 4
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def amp_active(self) -> bool:
+        return self.amp and self.device.type == "cuda"
+
+
+@dataclass
+class StepResult:
+    """Sum of the training loss and number of correct predictions over a batch (on device)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    count: int
+
+
+class Method:
+    """Base class: subclasses set `name` and implement `perturb` (and maybe `train_step`)."""
+
+    name: ClassVar[str]
+    # options a user may set with --option key=value, with their defaults
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
+        unknown = set(ctx.options) - set(self.defaults)
+        if unknown:
+            known = ", ".join(self.defaults) or "none"
+            raise ValueError(
+                f"method {self.name} has no option {', '.join(sorted(unknown))} (known: {known})"
+            )
+        self.model, self.ctx, self.param = model, ctx, param
+        self.options = {**self.defaults, **ctx.options}
+
+    # -- the perturbation generator f_A -------------------------------------------------------
+    def perturb(self, batch: Batch) -> torch.Tensor:
+        """The input perturbation δ this method trains on for `batch` (detached)."""
+        raise NotImplementedError
+
+    # -- training -------------------------------------------------------------------------------
+    def train_step(
+        self,
+        batch: Batch,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> StepResult:
+        """One optimisation step on the batch perturbed by `perturb`."""
+        delta = self.perturb(batch)
+        return self.descend(batch.x + delta, batch.y, optimizer, scaler)
+
+    def descend(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> StepResult:
+        """θ ← θ − μ ∂L/∂θ on (x, y), with mixed precision where enabled."""
+        with autocast(self.ctx.amp, x.device):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return self.result(loss, logits, y)
+
+    @staticmethod
+    def result(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> StepResult:
+        return StepResult(loss.detach() * len(y), (logits.detach().argmax(1) == y).sum(), len(y))
+
+    def schedule(self, progress: float) -> None:
+        """Called before each iteration with the fraction of training done (for own schedules)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Per-epoch values worth a column in metrics.csv (e.g. learned step sizes)."""
+        return {}
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method {self.name} has no state but the checkpoint holds some")
+
+
+class AttackMethod(Method):
+    """Adversarial training on the perturbations of one registry attack (made in train mode)."""
+
+    attack_spec: ClassVar[str]
+
+    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
+        super().__init__(model, ctx, param)
+        self.attack = self.make_attack()
+
+    def make_attack(self) -> Attack:
+        return make_attack(self.attack_spec, self.ctx.eps, mode="train", amp=self.ctx.amp)
+
+    def perturb(self, batch: Batch) -> torch.Tensor:
+        return self.attack(self.model, batch.x, batch.y)

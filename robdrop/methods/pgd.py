@@ -1,0 +1,25 @@
+"""PGD-N adversarial training (Madry et al. 2017): uniform start, N steps of α (2/255 at 8/255)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from robdrop.attacks import Attack, make_attack
+from robdrop.methods.base import AttackMethod
+
+
+class PGDTraining(AttackMethod):
+    """Trains on PGD-N perturbations; N is the number in the method name (pgd10 → 10 steps)."""
+
+    name = "pgd"
+    defaults: ClassVar[dict[str, Any]] = {"step": None}  # /255 units; None = ε/4
+
+    def make_attack(self) -> Attack:
+        step = self.options["step"]
+        return make_attack(
+            f"pgd{self.param}",
+            self.ctx.eps,
+            step=None if step is None else step / 255,
+            mode="train",
+            amp=self.ctx.amp,
+        )

@@ -1,0 +1,19 @@
+"""Single-step baselines: FGSM (zero start, step ε) and F+FGSM (Wong et al. 2020)."""
+
+from __future__ import annotations
+
+from robdrop.methods.base import AttackMethod
+
+
+class FGSM(AttackMethod):
+    """δ = ε · sign(∇x L) from zero, no random start: the method whose robustness collapses."""
+
+    name = "fgsm"
+    attack_spec = "fgsm"
+
+
+class FastFGSM(AttackMethod):
+    """F+FGSM: uniform start in [−ε, ε], one step of 1.25 ε, clipped to the ε-ball."""
+
+    name = "ffgsm"
+    attack_spec = "ffgsm"

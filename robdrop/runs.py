@@ -1,0 +1,204 @@
+"""A run folder: run.json (config, data facts, versions), metrics.csv, epoch-NNN.pt checkpoints.
+
+`Run` is the only code that reads or writes these files. Writes are atomic (temporary file,
+fsync, rename), so a run killed at any moment leaves only complete files; reads use
+`torch.load(weights_only=True)`, so a checkpoint from elsewhere cannot execute code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from robdrop.config import TrainConfig
+from robdrop.methods import Method, MethodContext, build_method
+from robdrop.models import Classifier, build_model
+
+CHECKPOINT_FORMAT = 1
+_EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt")
+
+
+class RunError(RuntimeError):
+    """A run folder or checkpoint is missing, corrupted or of another kind."""
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write a file so that it either appears complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+class Run:
+    """One training run's folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "run.json").is_file():
+            raise RunError(f"{self.path} is not a robdrop run (no run.json)")
+        try:
+            self.info: dict[str, Any] = json.loads((self.path / "run.json").read_text())
+            self.config = TrainConfig.from_dict(self.info["config"])
+        except (ValueError, KeyError) as err:
+            raise RunError(f"{self.path / 'run.json'} is corrupted ({err})") from err
+
+    @classmethod
+    def create(cls, path: str | Path, config: TrainConfig, data: dict, extra: dict) -> Run:
+        """Make the folder and its run.json (the full config, data facts and versions)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        info = {"config": config.to_dict(), "data": data, **extra}
+        atomic_write_text(path / "run.json", json.dumps(info, indent=2) + "\n")
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.info["data"]
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.path / f"epoch-{epoch:03d}.pt"
+
+    def epochs(self) -> list[int]:
+        """Epochs with a complete checkpoint, in order."""
+        found = (_EPOCH_FILE.fullmatch(p.name) for p in self.path.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def last_epoch(self) -> int | None:
+        epochs = self.epochs()
+        return epochs[-1] if epochs else None
+
+    def save_checkpoint(self, epoch: int, state: dict[str, Any], *, keep_previous: bool) -> Path:
+        """Atomically write epoch `epoch`; without `keep_previous` older checkpoints are removed."""
+        previous = self.epochs()
+        path = self.checkpoint_path(epoch)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "identity": self.identity(),
+            **state,
+        }
+        atomic_write(path, lambda f: torch.save(payload, f))
+        if not keep_previous:
+            for e in previous:
+                if e != epoch:
+                    self.checkpoint_path(e).unlink(missing_ok=True)
+        return path
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to belong to this run."""
+        c = self.config
+        return {
+            "model": c.model,
+            "width": c.width,
+            "dataset": c.dataset,
+            "method": c.method_key,
+            "num_classes": self.data["num_classes"],
+        }
+
+    def load_checkpoint(
+        self, epoch: int | None = None, map_location: Any = "cpu"
+    ) -> dict[str, Any]:
+        """The checkpoint of `epoch` (default: the last), checked to belong to this run."""
+        epoch = self.last_epoch() if epoch is None else epoch
+        if epoch is None:
+            raise RunError(f"run {self.path} has no complete checkpoint yet")
+        path = self.checkpoint_path(epoch)
+        if not path.is_file():
+            raise RunError(
+                f"run {self.path} has no checkpoint for epoch {epoch} (has {self.epochs()})"
+            )
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise RunError(
+                f"{path} is corrupted or not a robdrop checkpoint ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]})"
+            ) from err
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{path} is not a robdrop checkpoint of format {CHECKPOINT_FORMAT}")
+        if state.get("identity") != self.identity():
+            raise RunError(
+                f"{path} holds {state.get('identity')}, but run {self.name} is {self.identity()}"
+            )
+        return state
+
+    # -- rebuilding what was trained ---------------------------------------------------------
+    def build_model(self, device: torch.device | str = "cpu") -> Classifier:
+        c, d = self.config, self.data
+        model = build_model(c.model, d["num_classes"], d["mean"], d["std"], c.width)
+        return model.to(device)
+
+    def method_context(self, device: torch.device | str = "cpu") -> MethodContext:
+        c, d = self.config, self.data
+        return MethodContext(
+            eps=c.eps_float,
+            num_train=d["num_train"],
+            image_shape=tuple(d["image_shape"]),
+            device=torch.device(device),
+            amp=c.amp,
+            options=dict(c.options),
+        )
+
+    def load(
+        self, epoch: int | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[Classifier, Method]:
+        """θ^(epoch) in eval mode and the method with its learned state (f_A for analyses)."""
+        state = self.load_checkpoint(epoch, map_location=device)
+        model = self.build_model(device)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise RunError(
+                f"{self.checkpoint_path(state['epoch'])} does not fit model {self.config.model}"
+            ) from err
+        method = build_method(self.config.method, model, self.method_context(device))
+        method.load_state_dict(state["method"])
+        return model.eval(), method
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def metrics(self) -> pd.DataFrame:
+        """One row per completed epoch."""
+        path = self.path / "metrics.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+    def write_metrics(self, frame: pd.DataFrame) -> None:
+        atomic_write_text(self.path / "metrics.csv", frame.to_csv(index=False))
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Every run folder directly under `root`, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [Run(p) for p in sorted(root.iterdir()) if (p / "run.json").is_file()]

@@ -1,0 +1,78 @@
+"""Attacks in the style of torchattacks' tests: properties on real images and a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robdrop.attacks import make_attack
+from robdrop.attacks.evaluate import accuracy_under
+
+EPS = 8 / 255
+
+
+@pytest.mark.parametrize("spec", ["fgsm", "ffgsm", "pgd5", "cw5", "random"])
+def test_delta_stays_in_the_ball_and_the_image_range(spec, tiny_model, test_batch):
+    x, y = test_batch
+    x_before = x.clone()
+    delta = make_attack(spec, EPS)(tiny_model, x, y)
+    assert delta.abs().max() <= EPS + 1e-6
+    assert (x + delta).min() >= 0 and (x + delta).max() <= 1
+    assert torch.equal(x, x_before)  # input not mutated
+    assert not delta.requires_grad
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_model_mode_is_restored(mode, tiny_model, test_batch):
+    x, y = test_batch
+    tiny_model.train(mode == "train")
+    for attack_mode in ("train", "eval"):
+        make_attack("pgd2", EPS, mode=attack_mode)(tiny_model, x, y)
+        assert tiny_model.training == (mode == "train")
+
+
+def test_fgsm_is_eps_times_the_gradient_sign(tiny_model, test_batch):
+    x, y = test_batch
+    tiny_model.eval()
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(tiny_model(xr), y), xr)
+    expected = (x + EPS * g.sign()).clamp(0, 1) - x
+    assert torch.allclose(make_attack("fgsm", EPS)(tiny_model, x, y), expected, atol=1e-6)
+
+
+def test_pgd_is_stronger_than_fgsm_and_noise(cifar, tiny_model):
+    # train the tiny model a little so gradients mean something
+    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
+    x, y = cifar.train_x.float() / 255, cifar.train_y
+    for _ in range(30):
+        opt.zero_grad()
+        F.cross_entropy(tiny_model(x), y).backward()
+        opt.step()
+    tiny_model.eval()
+    xt, yt = cifar.test_x[:128], cifar.test_y[:128]
+    acc = {
+        s: accuracy_under(tiny_model, make_attack(s, EPS), xt, yt)
+        for s in ("clean", "random", "fgsm", "pgd10")
+    }
+    assert acc["pgd10"] <= acc["fgsm"] <= acc["clean"]
+    assert acc["pgd10"] < acc["random"]
+
+
+def test_gaussian_noise_uses_sigma_eps_by_default(test_batch, tiny_model):
+    x, y = test_batch
+    attack = make_attack("gauss", EPS)
+    assert attack.sigma == EPS and "sigma=8/255" in attack.describe()
+    x_mid = torch.full_like(x, 0.5)
+    delta = attack(tiny_model, x_mid, y)
+    assert delta.std().item() == pytest.approx(EPS, rel=0.05)
+
+
+def test_pgd_step_defaults_to_two_255ths_at_eps_8():
+    assert make_attack("pgd10", EPS).step == pytest.approx(2 / 255)
+    assert make_attack("pgd10", EPS, step=1 / 255).step == pytest.approx(1 / 255)
+
+
+def test_unknown_spec_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown attack 'pgdx'; choose one of"):
+        make_attack("pgdx", EPS)

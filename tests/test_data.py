@@ -1,0 +1,105 @@
+"""Data: the real split archives, held-out splits, CIFAR-100's archive path, batched crop/flip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robdrop.data import DatasetNotFound, TensorLoader, View, load_cifar, pad_images
+
+
+def test_real_cifar10_from_split_archives(data_dir):
+    d = load_cifar("cifar10", data_dir, download=False)
+    assert d.train_x.shape == (50000, 3, 32, 32) and d.train_x.dtype == torch.uint8
+    assert d.test_x.shape == (10000, 3, 32, 32)
+    assert d.classes[0] == "airplane" and d.num_classes == 10
+    means = d.train_x.float().mean((0, 2, 3)) / 255
+    assert torch.allclose(means, torch.tensor([0.4914, 0.4822, 0.4465]), atol=1e-3)
+    # the second archive follows the first: image 25,000 is the first of cifar10-train-2.npz
+    second = np.load(data_dir / "cifar10-train-2.npz")["x_train"][0]
+    assert torch.equal(d.train_x[25000], torch.from_numpy(second).permute(2, 0, 1))
+
+
+def test_train_and_held_out_parts_are_disjoint(data_dir):
+    d = load_cifar("cifar10", data_dir, download=False, train_size=1000, val_size=200)
+    full = load_cifar("cifar10", data_dir, download=False)
+    assert torch.equal(d.train_x, full.train_x[:1000])
+    assert torch.equal(d.val_x, full.train_x[-200:])
+    with pytest.raises(ValueError, match="do not fit"):
+        load_cifar("cifar10", data_dir, download=False, train_size=49990, val_size=100)
+
+
+def test_cifar100_archive_path(tmp_path):
+    rng = np.random.default_rng(0)
+    for part, n in (("train-1", 60), ("train-2", 40)):
+        np.savez_compressed(
+            tmp_path / f"cifar100-{part}.npz",
+            x_train=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            y_train=rng.integers(0, 100, n),
+        )
+    np.savez_compressed(
+        tmp_path / "cifar100-test.npz",
+        x_test=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(30) % 100 + 70,
+    )
+    d = load_cifar("cifar100", tmp_path, download=False, val_size=10)
+    assert d.num_train == 90 and len(d.val_y) == 10 and len(d.test_y) == 30
+    assert d.num_classes == 100 and d.mean[0] == pytest.approx(0.5071)
+    # cifar10's loader must not pick up cifar100 archives
+    with pytest.raises(DatasetNotFound, match="cifar10 was not found in"):
+        load_cifar("cifar10", tmp_path, download=False)
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path):
+    with pytest.raises(DatasetNotFound) as err:
+        load_cifar("cifar100", tmp_path / "nowhere", download=False)
+    assert str(tmp_path / "nowhere") in str(err.value) and "--data-dir" in str(err.value)
+
+
+def test_view_matches_a_hand_made_crop_and_flip():
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    view = View(
+        torch.tensor([0, 2, 4]), torch.tensor([4, 1, 0]), torch.tensor([False, True, True]), 8, 2
+    )
+    out = view.take(pad_images(x, 2))
+    padded = pad_images(x, 2)
+    for b in range(3):
+        t, left = int(view.top[b]), int(view.left[b])
+        expected = padded[b, :, t : t + 8, left : left + 8]
+        if view.flip[b]:
+            expected = expected.flip(-1)
+        assert torch.equal(out[b], expected)
+
+
+def test_view_put_is_the_inverse_of_take():
+    state = torch.zeros(4, 3, 12, 12)
+    view = View(
+        torch.tensor([0, 1, 2, 4]),
+        torch.tensor([3, 0, 4, 2]),
+        torch.tensor([True, False, True, False]),
+        8,
+        2,
+    )
+    values = torch.randn(4, 3, 8, 8)
+    updated = view.put(state, values)
+    assert torch.equal(view.take(updated), values)
+    assert torch.count_nonzero(updated) == values.numel()  # only the window was written
+    assert torch.count_nonzero(state) == 0  # the input was not mutated
+
+
+def test_loader_batches_carry_indices_and_depend_only_on_seed_and_epoch(cifar):
+    loader = TensorLoader(cifar.train_x, cifar.train_y, 100, seed=3)
+    batches = list(loader.epoch(2))
+    assert [len(b.y) for b in batches] == [100, 100, 56]
+    idx = torch.cat([b.idx for b in batches])
+    assert sorted(idx.tolist()) == list(range(256))
+    for b in batches:
+        assert torch.equal(b.y, cifar.train_y[b.idx])
+        assert b.x.dtype == torch.float32 and b.x.min() >= 0 and b.x.max() <= 1
+        raw = cifar.train_x[b.idx].float() / 255
+        assert torch.allclose(b.view.take(pad_images(raw, 4)), b.x)
+    again = list(loader.epoch(2))
+    assert all(torch.equal(a.x, b.x) for a, b in zip(batches, again, strict=True))
+    other = next(iter(loader.epoch(3)))
+    assert not torch.equal(other.idx, batches[0].idx)

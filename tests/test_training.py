@@ -1,0 +1,143 @@
+"""Trainer, runs and CLI on a few hundred real images: every method, checkpoints, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robdrop.cli import main
+from robdrop.runs import Run, RunError
+from robdrop.trainer import cyclic_lr
+
+from .conftest import tiny_train_args
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("method", ["fgsm", "ffgsm", "pgd3"])
+def test_one_epoch_of_each_method_writes_a_loadable_checkpoint(method, data_dir, tmp_path):
+    result = cli(*tiny_train_args(data_dir, tmp_path, method, "--save-every-epoch"))
+    assert result.exit_code == 0, result.output
+    run = Run(tmp_path / f"mini-{method}-eps8-seed0")
+    assert run.epochs() == [1]
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["config"]["method"] == method and info["versions"]["torch"] == torch.__version__
+    metrics = run.metrics()
+    assert list(metrics["epoch"]) == [1]
+    for col in ("lr", "train_loss", "train_acc", "seconds", "test_clean_acc", "test_pgd2_acc"):
+        assert col in metrics.columns
+    model, m = run.load(1)
+    assert not model.training and m.name == method.rstrip("0123456789")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_without_save_every_epoch_only_the_last_checkpoint_is_kept(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm", "--epochs", "2")).exit_code == 0
+    assert Run(tmp_path / "mini-fgsm-eps8-seed0").epochs() == [2]
+
+
+def test_cyclic_lr_goes_zero_max_zero():
+    assert cyclic_lr(0.0, 0.2) == 0 and cyclic_lr(0.5, 0.2) == pytest.approx(0.2)
+    assert cyclic_lr(1.0, 0.2) == 0 and cyclic_lr(0.25, 0.2) == pytest.approx(0.1)
+    assert cyclic_lr(0.4, 1.0, peak=0.4) == pytest.approx(1.0)
+
+
+def _weights(run: Run) -> dict[str, torch.Tensor]:
+    return run.load_checkpoint()["model"]
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data_dir, tmp_path):
+    args = [
+        *tiny_train_args(data_dir, tmp_path / "a", "ffgsm", "--save-every-epoch"),
+        "--epochs",
+        "4",
+        "--train-size",
+        "512",
+    ]
+    assert cli(*args).exit_code == 0
+    killed_args = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in args]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robdrop", *killed_args], stderr=subprocess.DEVNULL
+    )
+    run_dir = tmp_path / "b" / "mini-ffgsm-eps8-seed0"
+    deadline = time.time() + 120
+    while not (run_dir / "epoch-001.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = Run(run_dir).epochs()
+    assert done and done[-1] < 4, "the kill came too late to test anything"
+    assert cli(*killed_args, "--resume").exit_code == 0
+    a, b = Run(tmp_path / "a" / "mini-ffgsm-eps8-seed0"), Run(run_dir)
+    assert b.epochs() == [1, 2, 3, 4]
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert list(b.metrics()["epoch"]) == [1, 2, 3, 4]
+    assert a.metrics()["test_pgd2_acc"].tolist() == b.metrics()["test_pgd2_acc"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "nosuch"], "unknown method 'nosuch'"),
+        (["--eps", "300"], "--eps is in /255 units"),
+        (
+            ["--data-dir", "/nonexistent/robdrop", "--no-download"],
+            "cifar10 was not found in /nonexistent/robdrop",
+        ),
+        (["--eval-attack", "pgdq"], "unknown attack 'pgdq'"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_leaves_no_files(extra, message, data_dir, tmp_path):
+    result = CliRunner().invoke(main, [*tiny_train_args(data_dir, tmp_path, "fgsm"), *extra])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_corrupted_and_foreign_checkpoints_fail_clearly(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm", "--epochs", "2")).exit_code == 0
+    assert (
+        cli(
+            *tiny_train_args(data_dir, tmp_path, "fgsm", "--model", "prn20", "--name", "other")
+        ).exit_code
+        == 0
+    )
+    run = Run(tmp_path / "mini-fgsm-eps8-seed0")
+    ckpt = run.checkpoint_path(2)
+    # a checkpoint of another model in this run's folder
+    ckpt.write_bytes(Run(tmp_path / "other").checkpoint_path(1).read_bytes())
+    with pytest.raises(RunError, match="but run mini-fgsm-eps8-seed0 is"):
+        run.load(2)
+    result = CliRunner().invoke(
+        main, [*tiny_train_args(data_dir, tmp_path, "fgsm", "--epochs", "3"), "--resume"]
+    )
+    assert result.exit_code != 0 and "other settings" in result.output
+    # a truncated file
+    ckpt.write_bytes(b"\x80\x02garbage")
+    result = CliRunner().invoke(
+        main, [*tiny_train_args(data_dir, tmp_path, "fgsm", "--epochs", "2"), "--resume"]
+    )
+    assert result.exit_code != 0 and "is corrupted or not a robdrop checkpoint" in result.output
+
+
+def test_existing_run_needs_resume(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
+    result = CliRunner().invoke(main, tiny_train_args(data_dir, tmp_path, "fgsm"))
+    assert result.exit_code != 0 and "already exists; pass --resume" in result.output
+
+
+def test_runs_lists_runs_with_their_last_metrics(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
+    result = cli("runs", "--out", str(tmp_path))
+    assert "mini-fgsm-eps8-seed0" in result.output and "test_pgd2_acc" in result.output
