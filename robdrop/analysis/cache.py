@@ -1,0 +1,52 @@
+"""Analysis results cached as CSV under `<run>/analysis/`, keyed by what produced them.
+
+An entry's file name holds two hashes: one of (function, parameters, robdrop version) and one of
+the size and modification time of every checkpoint the result was computed from. Rewriting a
+checkpoint (a resumed or retrained run) changes the second hash, so the entry is recomputed and
+the stale file for the same parameters is removed. Delete `<run>/analysis/` to drop every entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import robdrop
+from robdrop.runs import Run, atomic_write_text
+
+
+def _digest(value: Any) -> str:
+    """A short, stable hash of JSON-able values (file names stay readable)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stamp(path: Path) -> list[Any]:
+    """What identifies a checkpoint's content cheaply: its name, size and mtime (ns)."""
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def cached(
+    run: Run,
+    function: str,
+    params: dict[str, Any],
+    inputs: Sequence[Path],
+    compute: Callable[[], pd.DataFrame],
+) -> pd.DataFrame:
+    """`compute()` once per (function, params, input checkpoints); later calls read the CSV."""
+    folder = run.path / "analysis" / function
+    key = _digest({"function": function, "params": params, "robdrop": robdrop.__version__})
+    path = folder / f"{key}-{_digest([_stamp(p) for p in inputs])}.csv"
+    if path.is_file():
+        return pd.read_csv(path)
+    frame = compute()
+    for stale in folder.glob(f"{key}-*.csv"):
+        stale.unlink(missing_ok=True)
+    atomic_write_text(path, frame.to_csv(index=False))
+    return frame

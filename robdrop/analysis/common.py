@@ -1,0 +1,178 @@
+"""What every analysis shares: which run a name means, its data and a fixed test subset,
+checkpoints read on first use, seeded randomness, and an eval mode a generator cannot leave."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robdrop.config import TrainConfig, make_config
+from robdrop.data import Batch, ImageData
+from robdrop.methods import Method, parse_method
+from robdrop.models import Classifier
+from robdrop.runs import Run, find_runs
+from robdrop.trainer import load_data, resolve_device
+
+if TYPE_CHECKING:
+    from robdrop.folder_data import FolderData
+
+# the configuration fields that decide which images a run's data holds
+_DATA_FIELDS = (
+    "dataset",
+    "data_dir",
+    "download",
+    "train_size",
+    "val_size",
+    "image_size",
+    "eval_size",
+    "workers",
+)
+
+
+def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) -> Run:
+    """A run folder, or the run of method `spec` trained with `preset` under `root`.
+
+    With several such runs, the one with the preset's default ε and seed 0 is taken.
+    """
+    if isinstance(spec, Run):
+        return spec
+    if (Path(spec) / "run.json").is_file():
+        return Run(spec)
+    try:
+        key = parse_method(str(spec))[2]
+    except ValueError as err:
+        raise ValueError(
+            f"{spec!r} is neither a run folder (no run.json) nor a method: {err}"
+        ) from err
+    found = [r for r in find_runs(root) if r.config.method_key == key and r.config.preset == preset]
+    if not found:
+        raise ValueError(
+            f"no {key} run with preset {preset} under {root}; train one with `robdrop train "
+            f"--method {key} --preset {preset} --out {root}` or pass a run folder"
+        )
+    if len(found) > 1:
+        default = make_config(preset, method=key)
+        found = [r for r in found if (r.config.eps, r.config.seed) == (default.eps, 0)] or found
+    if len(found) > 1:
+        names = ", ".join(str(r.path) for r in found)
+        raise ValueError(f"several {key} runs with preset {preset} match ({names}); pass one path")
+    return found[0]
+
+
+def run_data(run: Run, data_dir: str | Path | None = None) -> ImageData | FolderData:
+    """The dataset `run` was trained on (from `data_dir` if given: a copy elsewhere)."""
+    cfg = run.config
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    return _load(tuple(getattr(cfg, f) for f in _DATA_FIELDS))
+
+
+@lru_cache(maxsize=2)
+def _load(values: tuple) -> ImageData | FolderData:
+    """Loading CIFAR takes seconds; analyses of the runs of one study share it."""
+    return load_data(TrainConfig(**dict(zip(_DATA_FIELDS, values, strict=True))))
+
+
+def subset(
+    x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (n None), or n of them drawn with `seed`, kept in their original order."""
+    if n is None:
+        return x, y
+    if not 0 < n <= len(y):
+        raise ValueError(f"n must be between 1 and {len(y)} (the images available), got {n}")
+    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[keep], y[keep]
+
+
+def fixed_test_subset(
+    run: Run, n: int | None, seed: int, data_dir: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed test images an analysis of `run` uses (uint8, as stored)."""
+    data = run_data(run, data_dir)
+    return subset(data.test_x, data.test_y, n, seed)
+
+
+def device_of(device: str | torch.device) -> torch.device:
+    """'auto' (CUDA when present), or the device named."""
+    return resolve_device(str(device))
+
+
+class Checkpoint:
+    """One epoch of a run, read on first use, so a fully cached analysis never loads it."""
+
+    def __init__(self, run: Run, epoch: int, device: torch.device) -> None:
+        self.run, self.epoch, self.device = run, epoch, device
+
+    @property
+    def path(self) -> Path:
+        return self.run.checkpoint_path(self.epoch)
+
+    @cached_property
+    def loaded(self) -> tuple[Classifier, Method]:
+        return self.run.load(self.epoch, self.device)
+
+    @property
+    def model(self) -> Classifier:
+        return self.loaded[0]
+
+    @property
+    def method(self) -> Method:
+        return self.loaded[1]
+
+
+def progress(epochs: Iterable[int], desc: str) -> tqdm:
+    """The progress bar of a loop over checkpoints."""
+    return tqdm(epochs, desc=desc, unit="ckpt", leave=False)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Random starts and noise fixed by `seed` inside; the caller's RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _stay(module: nn.Module, mode: bool = True) -> nn.Module:
+    """`nn.Module.train` that leaves the mode as it is."""
+    return module
+
+
+@contextmanager
+def eval_locked(model: nn.Module) -> Iterator[None]:
+    """Eval mode that code inside cannot leave (its `.train()` calls do nothing).
+
+    Methods generate training perturbations in train mode; for an analysis their generator must
+    see the same eval-mode model as the losses it is compared with, and must not update the
+    BatchNorm running statistics of the checkpoint being analysed.
+    """
+    was_training = model.training
+    model.eval()
+    modules = list(model.modules())
+    for m in modules:
+        m.train = types.MethodType(_stay, m)  # an instance attribute shadows nn.Module.train
+    try:
+        yield
+    finally:
+        for m in modules:
+            del m.train
+        model.train(was_training)
+
+
+def own_perturbation(ckpt: Checkpoint, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """f_A(θ_A, x, y): the run's own generator with its learned state, in eval mode.
+
+    Test images are not training examples, so they get no learned per-example initialisation.
+    """
+    with eval_locked(ckpt.model):
+        return ckpt.method.perturb(Batch(x, y, None))

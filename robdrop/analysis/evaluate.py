@@ -1,0 +1,187 @@
+"""Accuracy of a run's checkpoints under attacks, and which checkpoints an analysis looks at.
+
+Every attack runs on the model in eval mode and in fp32. "best" is chosen on the run's held-out
+validation split (the last `val_size` training images, never trained on), never on the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robdrop.analysis.cache import cached
+from robdrop.analysis.common import Checkpoint, device_of, progress, run_data, seeded, subset
+from robdrop.attacks import Attack, make_attack
+from robdrop.attacks.evaluate import accuracy_under
+from robdrop.runs import Run
+
+BEST_BY = "pgd20"  # the attack whose validation accuracy picks the best epoch
+
+Epochs = str | int | Sequence[int]
+
+
+def _accuracy(
+    ckpt: Checkpoint, spec: str, attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int
+) -> pd.DataFrame:
+    """One row: the checkpoint's accuracy under `attack` on (x, y), randomness fixed by `seed`."""
+    with seeded(seed, ckpt.device):
+        acc = accuracy_under(
+            ckpt.model,
+            attack,
+            x,
+            y,
+            batch_size=ckpt.run.config.eval_batch_size,
+            device=ckpt.device,
+        )
+    return pd.DataFrame(
+        [{"epoch": ckpt.epoch, "attack": spec, "accuracy": acc, "description": attack.describe()}]
+    )
+
+
+def accuracy_table(
+    run: Run,
+    split: str,
+    attacks: Sequence[str],
+    epochs: Sequence[int],
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    eps: float | None = None,
+    restarts: int = 1,
+    sigma: float | None = None,
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Accuracy per (epoch, attack) on the 'test' or 'val' split; ε and σ in /255, cached."""
+    if not attacks:
+        raise ValueError("name at least one attack")
+    device = device_of(device)
+    eps = run.config.eps if eps is None else eps
+    built = {
+        spec.strip().lower(): make_attack(
+            spec, eps / 255, restarts=restarts, sigma=None if sigma is None else sigma / 255
+        )
+        for spec in attacks
+    }
+    data = run_data(run, data_dir)
+    x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
+    x, y = subset(x, y, n, seed)
+    rows = []
+    for epoch in progress(epochs, f"{split} accuracy {run.name}"):
+        ckpt = Checkpoint(run, epoch, device)
+        for spec, attack in built.items():
+            params = {
+                "split": split,
+                "epoch": epoch,
+                "attack": attack.describe(),
+                "n": n,
+                "seed": seed,
+            }
+            compute = partial(_accuracy, ckpt, spec, attack, x, y, seed)
+            rows.append(cached(run, "accuracy", params, [ckpt.path], compute))
+    table = pd.concat(rows, ignore_index=True)
+    return table.assign(n=len(y), seed=seed, eps=eps)
+
+
+def best_epoch(
+    run: Run,
+    *,
+    attack: str = BEST_BY,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+) -> int:
+    """The saved epoch with the highest accuracy under `attack` on the validation split."""
+    if run.config.val_size == 0:
+        raise ValueError(
+            f"'best' needs a held-out validation split, but run {run.name} was trained with "
+            "val_size 0; retrain with --val-size N or name the epochs"
+        )
+    table = accuracy_table(
+        run, "val", [attack], require_epochs(run), seed=seed, device=device, data_dir=data_dir
+    )
+    return int(table.loc[table["accuracy"].idxmax(), "epoch"])
+
+
+def require_epochs(run: Run) -> list[int]:
+    """The run's saved epochs; a run without any is an error."""
+    epochs = run.epochs()
+    if not epochs:
+        raise ValueError(f"run {run.path} has no checkpoint yet")
+    return epochs
+
+
+def resolve_epochs(
+    run: Run,
+    epochs: Epochs,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+) -> list[int]:
+    """'all', 'last', 'best', one epoch, a list of epochs or a string such as '3,10,30'."""
+    saved = require_epochs(run)
+    if epochs == "all":
+        return saved
+    if epochs == "last":
+        return saved[-1:]
+    if epochs == "best":
+        return [best_epoch(run, seed=seed, device=device, data_dir=data_dir)]
+    if isinstance(epochs, str):
+        try:
+            epochs = [int(e) for e in epochs.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"epochs must be all, last, best or numbers such as 3,10,30, not {epochs!r}"
+            ) from None
+    wanted = [epochs] if isinstance(epochs, int) else list(epochs)
+    missing = [e for e in wanted if e not in saved]
+    if missing:
+        raise ValueError(
+            f"run {run.name} has no checkpoint for epoch {', '.join(map(str, missing))} "
+            f"(saved: {', '.join(map(str, saved))}; train with --save-every-epoch to keep all)"
+        )
+    return wanted
+
+
+def evaluate_run(
+    run: Run,
+    attacks: Sequence[str] = ("pgd20",),
+    epochs: Epochs = "all",
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    restarts: int = 1,
+    sigma: float | None = None,
+    eps: float | None = None,
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Test accuracy per (epoch, attack) with the training time of each epoch (Tables 2–4).
+
+    `n` evaluates a subset of n test images drawn with `seed` (default: the whole test set);
+    `eps` (default: the run's training ε) and `sigma` (Gaussian noise, default ε) are in /255.
+    """
+    chosen = resolve_epochs(run, epochs, seed=seed, device=device, data_dir=data_dir)
+    table = accuracy_table(
+        run,
+        "test",
+        attacks,
+        chosen,
+        n=n,
+        seed=seed,
+        eps=eps,
+        restarts=restarts,
+        sigma=sigma,
+        device=device,
+        data_dir=data_dir,
+    )
+    metrics = run.metrics()
+    seconds = metrics.set_index("epoch")["seconds"] if "seconds" in metrics else pd.Series()
+    table = table.assign(run=run.name, seconds=table["epoch"].map(seconds))
+    columns = ["run", "epoch", "attack", "accuracy", "n", "seed", "eps", "description", "seconds"]
+    return table[columns]
