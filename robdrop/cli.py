@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import pandas as pd
 import torch
 
+from robdrop.attacks import SPEC_HELP
 from robdrop.config import PRESETS, make_config
 from robdrop.data import DatasetNotFound
 from robdrop.runs import RunError, find_runs
@@ -157,6 +160,177 @@ def methods() -> None:
             f"{key + ('<N>' if numbered else ''):12s} {doc}"
             + (f"  [options: {opts}]" if opts else "")
         )
+
+
+# -- analyses over per-epoch checkpoints (robdrop.analysis; see docs/analysis.md) -------------
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one sentence and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        raise Failure(str(err)) from err
+
+
+def show(frame: pd.DataFrame, out_csv: Path | None) -> None:
+    """Print a result table (and write it as CSV when asked)."""
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        click.echo(frame.round(4).to_string(index=False))
+    if out_csv is not None:
+        frame.to_csv(out_csv, index=False)
+        click.echo(f"written to {out_csv}")
+
+
+def analysis_options(n_default: int | None, n_help: str) -> Callable[[Callable], Callable]:
+    """The options every analysis command shares."""
+    options = [
+        click.option(
+            "--epochs",
+            default="all",
+            help="all, last, best (highest validation PGD-20 accuracy) or a list like 3,10,30.",
+        ),
+        click.option("--n", type=int, default=n_default, help=n_help),
+        click.option("--seed", default=0, help="Seed of the test subset and of random starts."),
+        preset_option,
+        out_option,
+        click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …"),
+        click.option(
+            "--data-dir", help="Dataset folder (default: the one the run was trained with)."
+        ),
+        click.option(
+            "--out-csv",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Also write the table to this CSV file.",
+        ),
+    ]
+
+    def apply(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
+
+
+@main.command("eval")
+@click.argument("run")
+@click.option(
+    "--attack", "-a", "attacks", multiple=True, default=["pgd20"], help=f"Repeatable: {SPEC_HELP}."
+)
+@analysis_options(None, "Evaluate a seeded subset of N test images (default: all).")
+@click.option("--sigma", type=float, help="σ of gauss in /255 (default: ε).")
+@click.option("--restarts", default=1, help="Random restarts of pgd<N>/cw<N>.")
+@click.option("--eps", type=float, help="Attack budget in /255 (default: the run's training ε).")
+def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
+    """Accuracy of RUN's checkpoints under attacks (eval mode, fp32), with time per epoch.
+
+    RUN is a run folder, or a method name resolved under --out for --preset.
+    """
+    from robdrop.analysis import evaluate_run, resolve_run
+
+    with user_errors():
+        table = evaluate_run(resolve_run(run, out, auto_preset(preset)), kw.pop("attacks"), **kw)
+    show(table, out_csv)
+
+
+@main.command()
+@click.option("--from", "source", required=True, help=f"Method A: {RUN_HELP}.")
+@click.option("--to", default="pgd10", help="The stronger attack B standing in for the worst case.")
+@analysis_options(1000, "Test images (a subset drawn with --seed).")
+def gap(source: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
+    """Strength gap G_A→B per epoch: loss under B minus loss under A's own δ_A (Equation 3)."""
+    from robdrop.analysis import resolve_run, strength_gap, text_plot
+
+    with user_errors():
+        table = strength_gap(resolve_run(source, out, auto_preset(preset)), **kw)
+    show(table, out_csv)
+    click.echo(text_plot(table.set_index("epoch")["gap"]))
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_spec",
+    required=True,
+    help="θ_A as RUN_OR_METHOD@EPOCH (EPOCH: n, last, best).",
+)
+@click.option(
+    "--perturb", default="fgsm", help=f"Generator B: own (the source's method) or {SPEC_HELP}."
+)
+@click.option("--source", required=True, help=f"C, whose checkpoints B attacks: {RUN_HELP}.")
+@analysis_options(1000, "Test images (a subset drawn with --seed).")
+def crossacc(
+    model_spec: str, source: str, preset: str, out: Path, out_csv: Path | None, **kw
+) -> None:
+    """Acc(θ_A, f_B(θ_C^(i))) per epoch i of the source run, with Acc(θ_A, f_Random)."""
+    from robdrop.analysis import cross_accuracy, parse_model_spec, resolve_run, text_plot
+
+    with user_errors():
+        preset = auto_preset(preset)
+        model_run, model_epoch = parse_model_spec(model_spec)
+        table = cross_accuracy(
+            resolve_run(model_run, out, preset),
+            model_epoch,
+            source_run=resolve_run(source, out, preset),
+            **kw,
+        )
+    show(table, out_csv)
+    click.echo(text_plot(table.set_index("epoch")["accuracy"]))
+
+
+@main.command()
+@click.option("--method", "-m", "methods", multiple=True, required=True, help="Repeatable.")
+@click.option("--eps", default="2-10", help="Training budgets in /255: a range 2-10 or 2,4,8.")
+@preset_option
+@out_option
+@click.option("--epochs", type=int, help="Epochs per run (default: the preset's).")
+@click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+@click.option(
+    "--set", "settings", multiple=True, help="Another training setting key=value (repeatable)."
+)
+@click.option("--eval-eps", default=8.0, help="Evaluation budget in /255, the same for all.")
+@click.option("--n", type=int, help="Evaluate a seeded subset of N test images (default: all).")
+@click.option("--seed", default=0, help="Seed of the evaluation subset and random starts.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--out-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the table to this CSV file.",
+)
+def sweep(
+    methods: tuple[str, ...],
+    eps: str,
+    preset: str,
+    out: Path,
+    settings: tuple[str, ...],
+    quiet: bool,
+    out_csv: Path | None,
+    epochs: int | None,
+    data_dir: str,
+    device: str,
+    **kw,
+) -> None:
+    """Figure 5: train each method at each ε (reusing runs) and report clean and PGD-20."""
+    from robdrop.analysis import eps_sweep, parse_eps_values
+
+    config = {"epochs": epochs, "data_dir": data_dir, "device": device, **parse_options(settings)}
+    with user_errors():
+        table = eps_sweep(
+            methods,
+            parse_eps_values(eps),
+            auto_preset(preset),
+            out,
+            config=config,
+            progress=not quiet,
+            **kw,
+        )
+    show(table, out_csv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,6 +126,9 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = dict(PRESETS.get(preset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    # the method's own values for this preset go under the user's --option values
+    method = parse_method(values.get("method", TrainConfig.method))[0]
+    values["options"] = {**method.preset_options.get(preset, {}), **values.get("options", {})}
     cfg = TrainConfig.from_dict({**values, "preset": preset})
     cfg.validate()
     return cfg

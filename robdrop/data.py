@@ -11,10 +11,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from robdrop.folder_data import FolderData
 
 CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
@@ -72,18 +76,19 @@ class ImageData:
             self.train_x, self.train_y, batch_size, seed=seed, memory_format=memory_format
         )
 
-    def describe(self) -> dict:
-        """The facts a run records so that a checkpoint can be rebuilt without the data."""
-        return {
-            "dataset": self.name,
-            "num_train": self.num_train,
-            "num_val": len(self.val_y),
-            "num_test": len(self.test_y),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+
+def data_facts(data: ImageData | FolderData) -> dict:
+    """What a run records about its data, so a checkpoint can be rebuilt without loading it."""
+    return {
+        "dataset": data.name,
+        "num_train": data.num_train,
+        "num_val": len(data.val_y),
+        "num_test": len(data.test_y),
+        "image_shape": list(data.image_shape),
+        "num_classes": data.num_classes,
+        "mean": list(data.mean),
+        "std": list(data.std),
+    }
 
 
 def _natural_key(path: Path) -> list:

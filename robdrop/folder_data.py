@@ -134,18 +134,6 @@ class FolderData:
             memory_format=memory_format,
         )
 
-    def describe(self) -> dict:
-        return {
-            "dataset": self.name,
-            "num_train": self.num_train,
-            "num_val": 0,
-            "num_test": len(self.test_y),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
 
 def load_imagefolder(
     data_dir: str | Path,

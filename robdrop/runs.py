@@ -24,7 +24,10 @@ from robdrop.methods import Method, MethodContext, build_method
 from robdrop.models import Classifier, build_model
 
 CHECKPOINT_FORMAT = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt")
+_EXAMPLES_FILE = re.compile(r"examples-(\d+)\.pt")
 
 
 class RunError(RuntimeError):
@@ -36,6 +39,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -53,6 +57,26 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def model_for(cfg: TrainConfig, facts: dict, device: torch.device | str = "cpu") -> Classifier:
+    """The (untrained) model a config describes, for data with these facts (see data_facts)."""
+    model = build_model(cfg.model, facts["num_classes"], facts["mean"], facts["std"], cfg.width)
+    return model.to(device)
+
+
+def method_context_for(
+    cfg: TrainConfig, facts: dict, device: torch.device | str = "cpu"
+) -> MethodContext:
+    """What the config's method needs to know about the run."""
+    return MethodContext(
+        eps=cfg.eps_float,
+        num_train=facts["num_train"],
+        image_shape=tuple(facts["image_shape"]),
+        device=torch.device(device),
+        amp=cfg.amp,
+        options=dict(cfg.options),
+    )
 
 
 class Run:
@@ -98,9 +122,26 @@ class Run:
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
-    def save_checkpoint(self, epoch: int, state: dict[str, Any], *, keep_previous: bool) -> Path:
-        """Atomically write epoch `epoch`; without `keep_previous` older checkpoints are removed."""
+    def examples_path(self, epoch: int) -> Path:
+        return self.path / f"examples-{epoch:03d}.pt"
+
+    def save_checkpoint(
+        self,
+        epoch: int,
+        state: dict[str, Any],
+        *,
+        keep_previous: bool,
+        examples: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
+        """Atomically write epoch `epoch`; without `keep_previous` older checkpoints are removed.
+
+        `examples` (per-example method buffers, as large as the dataset) go to examples-NNN.pt,
+        written before the checkpoint and kept for the latest epoch only.
+        """
         previous = self.epochs()
+        old_examples = [p for p in self.path.iterdir() if _EXAMPLES_FILE.fullmatch(p.name)]
+        if examples:
+            atomic_write(self.examples_path(epoch), lambda f: torch.save(examples, f))
         path = self.checkpoint_path(epoch)
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -109,11 +150,24 @@ class Run:
             **state,
         }
         atomic_write(path, lambda f: torch.save(payload, f))
+        for p in old_examples:
+            if p != self.examples_path(epoch):
+                p.unlink(missing_ok=True)
         if not keep_previous:
             for e in previous:
                 if e != epoch:
                     self.checkpoint_path(e).unlink(missing_ok=True)
         return path
+
+    def load_examples(self, epoch: int, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
+        """The per-example method buffers saved with `epoch` ({} when none were kept for it)."""
+        path = self.examples_path(epoch)
+        if not path.is_file():
+            return {}
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise RunError(f"{path} is corrupted ({type(err).__name__})") from err
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to belong to this run."""
@@ -155,20 +209,10 @@ class Run:
 
     # -- rebuilding what was trained ---------------------------------------------------------
     def build_model(self, device: torch.device | str = "cpu") -> Classifier:
-        c, d = self.config, self.data
-        model = build_model(c.model, d["num_classes"], d["mean"], d["std"], c.width)
-        return model.to(device)
+        return model_for(self.config, self.data, device)
 
     def method_context(self, device: torch.device | str = "cpu") -> MethodContext:
-        c, d = self.config, self.data
-        return MethodContext(
-            eps=c.eps_float,
-            num_train=d["num_train"],
-            image_shape=tuple(d["image_shape"]),
-            device=torch.device(device),
-            amp=c.amp,
-            options=dict(c.options),
-        )
+        return method_context_for(self.config, self.data, device)
 
     def load(
         self, epoch: int | None = None, device: torch.device | str = "cpu"
@@ -183,7 +227,7 @@ class Run:
                 f"{self.checkpoint_path(state['epoch'])} does not fit model {self.config.model}"
             ) from err
         method = build_method(self.config.method, model, self.method_context(device))
-        method.load_state_dict(state["method"])
+        method.load_state_dict({**state["method"], **self.load_examples(state["epoch"], device)})
         return model.eval(), method
 
     # -- metrics ----------------------------------------------------------------------------------

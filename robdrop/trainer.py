@@ -20,10 +20,10 @@ import robdrop
 from robdrop.attacks import make_attack
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.config import TrainConfig
-from robdrop.data import ImageData, load_cifar
+from robdrop.data import ImageData, data_facts, load_cifar
 from robdrop.folder_data import FolderData, load_imagefolder
 from robdrop.methods import Method, build_method
-from robdrop.runs import Run, RunError
+from robdrop.runs import Run, RunError, method_context_for, model_for
 
 
 def cyclic_lr(progress: float, lr_max: float, peak: float = 0.5) -> float:
@@ -125,7 +125,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "command": " ".join(sys.argv),
         }
-        return Run.create(self.path, self.cfg, self.data.describe(), extra)
+        return Run.create(self.path, self.cfg, data_facts(self.data), extra)
 
     def fit(self) -> Run:
         cfg, device = self.cfg, self.device
@@ -136,9 +136,11 @@ class Trainer:
             torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
         )
         torch.manual_seed(cfg.seed)
+        facts = data_facts(self.data)
+        # model and method first: a bad option fails before any file is written
+        model = model_for(cfg, facts, device).to(memory_format=memory_format)
+        method = build_method(cfg.method, model, method_context_for(cfg, facts, device))
         run = self._open_run()
-        model = run.build_model(device).to(memory_format=memory_format)
-        method = build_method(cfg.method, model, run.method_context(device))
         optimizer = torch.optim.SGD(
             model.parameters(), lr=0.0, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -149,7 +151,11 @@ class Trainer:
             state = run.load_checkpoint(map_location=device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            method.load_state_dict(state["method"])
+            examples = run.load_examples(state["epoch"], map_location=device)
+            missing = set(method.example_state) - set(examples)
+            if missing:
+                raise RunError(f"run {run.path} lacks examples-{state['epoch']:03d}.pt to resume")
+            method.load_state_dict({**state["method"], **examples})
             scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
             start = state["epoch"] + 1
@@ -158,9 +164,8 @@ class Trainer:
         loader = self.data.train_loader(cfg.batch_size, seed=cfg.seed, memory_format=memory_format)
         eval_attack = make_attack(cfg.eval_attack, cfg.eps_float)
         clean = make_attack("clean", cfg.eps_float)
-        total = cfg.epochs * len(loader)
         for epoch in range(start, cfg.epochs + 1):
-            row = self._train_epoch(epoch, loader, total, model, method, optimizer, scaler)
+            row = self._train_epoch(epoch, loader, model, method, optimizer, scaler)
             t0 = time.perf_counter()
             test_x, test_y = self.data.test_x[: cfg.eval_size], self.data.test_y[: cfg.eval_size]
             kw = {"batch_size": cfg.eval_batch_size, "device": device}
@@ -170,17 +175,20 @@ class Trainer:
             )
             row["eval_seconds"] = time.perf_counter() - t0
             row.update(method.epoch_metrics())
+            method_state = method.state_dict()
+            examples = {k: method_state.pop(k) for k in method.example_state if k in method_state}
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "method": method.state_dict(),
+                "method": method_state,
                 "scaler": scaler.state_dict(),
                 "rng": rng_state(),
             }
-            run.save_checkpoint(epoch, state, keep_previous=cfg.save_every_epoch)
             new = pd.DataFrame([row])
             metrics = pd.concat([metrics, new], ignore_index=True) if len(metrics) else new
+            # metrics first: a kill in between leaves a row that resume drops, never a gap
             run.write_metrics(metrics)
+            run.save_checkpoint(epoch, state, keep_previous=cfg.save_every_epoch, examples=examples)
             if self.progress:
                 tqdm.write(
                     f"[{run.name}] epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.3f}  "
@@ -194,7 +202,6 @@ class Trainer:
         self,
         epoch: int,
         loader: Any,
-        total: int,
         model: torch.nn.Module,
         method: Method,
         optimizer: torch.optim.Optimizer,
@@ -207,15 +214,16 @@ class Trainer:
         count = 0
         lr = 0.0
         t0 = time.perf_counter()
+        batches, num_batches = method.epoch_batches(loader, epoch)
         batches = tqdm(
-            loader.epoch(epoch),
-            total=len(loader),
+            batches,
+            total=num_batches,
             desc=f"epoch {epoch}/{cfg.epochs}",
             leave=False,
             disable=not self.progress,
         )
         for i, batch in enumerate(batches):
-            progress = ((epoch - 1) * len(loader) + i) / total
+            progress = ((epoch - 1) * num_batches + i) / (cfg.epochs * num_batches)
             lr = cyclic_lr(progress, cfg.lr_max, cfg.lr_peak)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -238,3 +246,15 @@ class Trainer:
 def train(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:
     """Train (or resume) a run and return it."""
     return Trainer(cfg, out, **kw).fit()
+
+
+def ensure_trained(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:
+    """The run for `cfg` under `out`: reused when complete, resumed when partial, else trained."""
+    path = Path(out) / (kw.pop("name", None) or cfg.default_name())
+    exists = (path / "run.json").exists()
+    if exists:
+        run = Run(path)
+        if run.config.to_dict() == cfg.to_dict() and run.last_epoch() == cfg.epochs:
+            return run
+    # a run started with other settings fails in Trainer with the differences spelled out
+    return Trainer(cfg, out, name=path.name, resume=exists, **kw).fit()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,11 +14,13 @@ import torch
 
 from robdrop.data import ImageData, load_cifar
 from robdrop.models import build_model
+from robdrop.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ROBDROP_DATA_DIR", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# at most 2 threads (CI has 2 cores); OMP_NUM_THREADS=1 is much faster on a busy machine
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +58,26 @@ def tiny_train_args(data_dir: Path, out: Path, method: str, *extra: str) -> list
         "--eval-size", "64", "--eval-attack", "pgd2", "--batch-size", "64",
         "--out", str(out), "--quiet", *extra,
     ]  # fmt: skip
+
+
+def kill_after_first_epoch(args: list[str], run_dir: Path, epochs: int) -> list[int]:
+    """Run `robdrop *args` in a subprocess, SIGKILL it once epoch 1 is complete; the epochs left.
+
+    The child uses this process's thread count, since float reductions depend on it.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = [sys.executable, "-m", "robdrop", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (run_dir / "epoch-001.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = Run(run_dir).epochs()
+    assert done and done[-1] < epochs, "the kill came too late to test anything"
+    return done
+
+
+def method_state(run: Run, epoch: int) -> dict:
+    """The method state saved with `epoch`, per-example buffers included."""
+    return {**run.load_checkpoint(epoch)["method"], **run.load_examples(epoch)}

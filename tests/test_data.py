@@ -103,3 +103,53 @@ def test_loader_batches_carry_indices_and_depend_only_on_seed_and_epoch(cifar):
     assert all(torch.equal(a.x, b.x) for a, b in zip(batches, again, strict=True))
     other = next(iter(loader.epoch(3)))
     assert not torch.equal(other.idx, batches[0].idx)
+
+
+def _write_imagefolder(root, classes=("n01", "n02"), per_class=3, size=48):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{c}_{i}.JPEG", quality=90)
+
+
+def test_imagefolder_tree_streams_batches_with_indices(tmp_path):
+    from robdrop.folder_data import load_imagefolder
+
+    _write_imagefolder(tmp_path)
+    d = load_imagefolder(tmp_path, image_size=32, workers=0)
+    assert d.num_train == 6 and d.num_classes == 2 and d.classes == ["n01", "n02"]
+    assert d.test_x.shape == (6, 3, 32, 32)
+    assert d.test_x.dtype == torch.uint8
+    loader = d.train_loader(4, seed=1)
+    batches = list(loader.epoch(1))
+    assert len(loader) == 2
+    assert sorted(torch.cat([b.idx for b in batches]).tolist()) == list(range(6))
+    for b in batches:
+        assert b.x.shape[1:] == (3, 32, 32) and b.x.min() >= 0 and b.x.max() <= 1
+    assert all(torch.equal(a.idx, b.idx) for a, b in zip(batches, loader.epoch(1), strict=True))
+    with pytest.raises(DatasetNotFound, match="expected ImageFolder trees"):
+        load_imagefolder(tmp_path / "train")
+
+
+def test_imagefolder_trains_through_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from robdrop.cli import main
+    from robdrop.runs import Run
+
+    _write_imagefolder(tmp_path / "imagenet")
+    data, runs = str(tmp_path / "imagenet"), str(tmp_path / "runs")
+    args = ["train", "--method", "fgsm", "--preset", "paper-imagenet-r50", "--model", "prn18",
+            "--width", "4", "--epochs", "1", "--batch-size", "4", "--eval-size", "4",
+            "--data-dir", data, "--out", runs, "-q"]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--option", "x=1"])
+    assert result.exit_code != 0 and "has no option x" in result.output
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    run = Run(tmp_path / "runs" / "paper-imagenet-r50-fgsm-eps2-seed0")
+    assert run.data["num_train"] == 6 and run.epochs() == [1]

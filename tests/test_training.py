@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -17,7 +12,7 @@ from robdrop.cli import main
 from robdrop.runs import Run, RunError
 from robdrop.trainer import cyclic_lr
 
-from .conftest import tiny_train_args
+from .conftest import kill_after_first_epoch, tiny_train_args
 
 
 def cli(*args: str):
@@ -57,27 +52,12 @@ def _weights(run: Run) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(data_dir, tmp_path):
-    args = [
-        *tiny_train_args(data_dir, tmp_path / "a", "ffgsm", "--save-every-epoch"),
-        "--epochs",
-        "4",
-        "--train-size",
-        "512",
-    ]
-    assert cli(*args).exit_code == 0
-    killed_args = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in args]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robdrop", *killed_args], stderr=subprocess.DEVNULL
-    )
+    extra = ("--save-every-epoch", "--epochs", "4", "--train-size", "512")
+    assert cli(*tiny_train_args(data_dir, tmp_path / "a", "ffgsm", *extra)).exit_code == 0
+    killed = tiny_train_args(data_dir, tmp_path / "b", "ffgsm", *extra)
     run_dir = tmp_path / "b" / "mini-ffgsm-eps8-seed0"
-    deadline = time.time() + 120
-    while not (run_dir / "epoch-001.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = Run(run_dir).epochs()
-    assert done and done[-1] < 4, "the kill came too late to test anything"
-    assert cli(*killed_args, "--resume").exit_code == 0
+    kill_after_first_epoch(killed, run_dir, epochs=4)
+    assert cli(*killed, "--resume").exit_code == 0
     a, b = Run(tmp_path / "a" / "mini-ffgsm-eps8-seed0"), Run(run_dir)
     assert b.epochs() == [1, 2, 3, 4]
     wa, wb = _weights(a), _weights(b)
@@ -141,3 +121,26 @@ def test_runs_lists_runs_with_their_last_metrics(data_dir, tmp_path):
     assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
     result = cli("runs", "--out", str(tmp_path))
     assert "mini-fgsm-eps8-seed0" in result.output and "test_pgd2_acc" in result.output
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled by a full (unsafe) load."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_malicious_checkpoint_does_not_run_its_payload(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
+    run = Run(tmp_path / "mini-fgsm-eps8-seed0")
+    target = tmp_path / "pwned"
+    torch.save({"format": 1, "model": _Payload(str(target))}, run.checkpoint_path(1))
+    with pytest.raises(RunError, match="is corrupted or not a robdrop checkpoint"):
+        run.load(1)
+    assert not target.exists()
+    # the same file through an unsafe load would have run the payload: the test can fail
+    torch.load(run.checkpoint_path(1), weights_only=False)
+    assert target.exists()

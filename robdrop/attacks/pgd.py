@@ -12,6 +12,7 @@ from robdrop.attacks.base import (
     clip_delta,
     cw_margin_loss,
     input_gradient,
+    model_mode,
     uniform_start,
 )
 
@@ -46,8 +47,23 @@ class PGD(Attack):
     def loss_fn(self) -> LossFn:
         return F.cross_entropy if self.loss == "ce" else cw_margin_loss
 
-    def _one_run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        delta = uniform_start(x, self.eps) if self.random_start else torch.zeros_like(x)
+    def ascend(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """These steps from a given feasible δ rather than PGD's own start (Free's, ATTA's δ)."""
+        with model_mode(model, self.mode):
+            return self._one_run(model, x.detach(), y, start.detach()).detach()
+
+    def _one_run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        delta = start
+        if delta is None:
+            delta = uniform_start(x, self.eps) if self.random_start else torch.zeros_like(x)
         for _ in range(self.steps):
             grad = input_gradient(model, x, delta, y, self.loss_fn, amp=self.amp)
             delta = clip_delta(delta + self.step * grad.sign(), x, self.eps)

@@ -6,7 +6,10 @@ import re
 
 from torch import nn
 
+from robdrop.methods.apart import APART, APARTNoInit, FGSMPlus
+from robdrop.methods.atta import ATTA
 from robdrop.methods.base import Method, MethodContext, StepResult
+from robdrop.methods.free import Free
 from robdrop.methods.pgd import PGDTraining
 from robdrop.methods.single_step import FGSM, FastFGSM
 
@@ -15,8 +18,13 @@ METHODS: dict[str, tuple[type[Method], bool]] = {
     "fgsm": (FGSM, False),
     "ffgsm": (FastFGSM, False),
     "pgd": (PGDTraining, True),
+    "free": (Free, True),
+    "atta": (ATTA, True),
+    "apart": (APART, False),
+    "fgsm+": (FGSMPlus, False),
+    "apart-noinit": (APARTNoInit, False),
 }
-ALIASES = {"f+fgsm": "ffgsm", "fast-fgsm": "ffgsm"}
+ALIASES = {"f+fgsm": "ffgsm", "fast-fgsm": "ffgsm", "apart-nolayer": "fgsm+"}
 
 
 def parse_method(name: str) -> tuple[type[Method], int | None, str]:

@@ -7,8 +7,9 @@ trainer and by the analyses alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +46,25 @@ class StepResult:
     count: int
 
 
+class Loader(Protocol):
+    """A training loader: `len()` minibatches per pass over the data, pass e from `epoch(e)`."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[Batch]: ...
+
+
 class Method:
     """Base class: subclasses set `name` and implement `perturb` (and maybe `train_step`)."""
 
     name: ClassVar[str]
     # options a user may set with --option key=value, with their defaults
     defaults: ClassVar[dict[str, Any]] = {}
+    # option values a preset sets for this method (under the user's --option values)
+    preset_options: ClassVar[dict[str, dict[str, Any]]] = {}
+    # keys of state_dict() holding per-example buffers (first dim = training set): they are saved
+    # for the latest epoch only (examples-NNN.pt), since they are as large as the dataset
+    example_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
         unknown = set(ctx.options) - set(self.defaults)
@@ -68,6 +82,10 @@ class Method:
         raise NotImplementedError
 
     # -- training -------------------------------------------------------------------------------
+    def epoch_batches(self, loader: Loader, epoch: int) -> tuple[Iterator[Batch], int]:
+        """The minibatches of training epoch `epoch` and their number: one pass by default."""
+        return loader.epoch(epoch), len(loader)
+
     def train_step(
         self,
         batch: Batch,
