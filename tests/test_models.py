@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,14 +47,17 @@ def test_site_adds_delta_to_the_residual_branch_only():
         assert torch.allclose(block(x), _block_by_hand(block, x, torch.zeros_like(x)))
 
 
-def test_capture_reports_the_gradient_at_the_branch_input():
+@pytest.mark.parametrize(("in_planes", "planes", "stride"), [(4, 4, 1), (4, 8, 2)])
+def test_capture_reports_the_gradient_at_the_branch_input(in_planes, planes, stride):
     torch.manual_seed(0)
-    block = PreActBlock(4, 4).eval()
-    x = torch.randn(2, 4, 8, 8)
+    block = PreActBlock(in_planes, planes, stride).eval()
+    x = torch.randn(2, in_planes, 8, 8, requires_grad=True)
     with capturing(block) as found:
-        loss = block(x).square().sum()
+        out = block(x)
+        loss = out.square().sum()
         (g,) = torch.autograd.grad(loss, [found[0].captured])
-    d = torch.zeros(2, 4, 8, 8, requires_grad=True)
+    assert torch.equal(out, block(x))  # capturing does not change the output
+    d = torch.zeros(2, in_planes, 8, 8, requires_grad=True)
     (expected,) = torch.autograd.grad(_block_by_hand(block, x, d).square().sum(), [d])
     assert torch.allclose(g, expected, atol=1e-5)
 

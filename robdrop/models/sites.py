@@ -1,7 +1,8 @@
 """The perturbation site: a point on the input of a residual branch where δ_i can be added.
 
-A site is the identity until a method arms it. `capture=True` adds a zero tensor that requires
-grad, so one backward pass reports ∂L/∂(branch input) there (APART's g_i); `delta` adds a given
+A site is the identity until a method arms it. `capture=True` records the branch input as a
+graph node of its own, so `autograd.grad(loss, site.captured)` is ∂L/∂(branch input) there
+(APART's g_i); `delta` adds a given
 perturbation (which may itself carry grad, e.g. α_i · sign(g_i) with a learnable α_i).
 """
 
@@ -25,8 +26,9 @@ class PerturbationSite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.capture:
-            self.captured = torch.zeros_like(x, requires_grad=True)
-            x = x + self.captured
+            # an alias of x of its own in the graph: its gradient is that of the branch only
+            # (a shortcut reading x too is not included), without allocating a zero δ
+            x = self.captured = x.view_as(x)
         if self.delta is not None:
             x = x + self.delta.to(x.dtype)
         return x
