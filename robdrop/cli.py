@@ -133,19 +133,23 @@ def runs(out: Path) -> None:
     rows = []
     for run in find_runs(out):
         last = run.metrics().tail(1).to_dict("records")
+        last = last[0] if last else {}
+        robust = f"test_{run.config.eval_attack}_acc"
         rows.append(
             {
                 "run": run.name,
                 "method": run.config.method_key,
-                "epochs": run.config.epochs,
-                **(last[0] if last else {}),
+                "epoch": f"{int(last.get('epoch', 0))}/{run.config.epochs}",
+                "train_loss": last.get("train_loss"),
+                "clean": last.get("test_clean_acc"),
+                run.config.eval_attack: last.get(robust),
+                "s/epoch": last.get("seconds"),
             }
         )
     if not rows:
         click.echo(f"no runs under {out}")
         return
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        click.echo(pd.DataFrame(rows).round(4).to_string(index=False))
+    click.echo(pd.DataFrame(rows).round(3).to_string(index=False))
 
 
 @main.command()
