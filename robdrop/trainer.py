@@ -106,12 +106,9 @@ class Trainer:
     def _open_run(self) -> Run:
         if self.resume:
             run = Run(self.path)
-            if run.config.to_dict() != self.cfg.to_dict():
-                diff = {
-                    k: (v, self.cfg.to_dict()[k])
-                    for k, v in run.config.to_dict().items()
-                    if self.cfg.to_dict()[k] != v
-                }
+            saved, asked = run.config.to_dict(), self.cfg.to_dict()
+            if saved != asked:
+                diff = {k: (v, asked[k]) for k, v in saved.items() if asked[k] != v}
                 raise RunError(
                     f"run {self.path} was started with other settings {diff} (saved, asked)"
                 )
@@ -152,7 +149,7 @@ class Trainer:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             examples = run.load_examples(state["epoch"], map_location=device)
-            missing = set(method.example_state) - set(examples)
+            missing = set(method.example_state) & set(method.state_dict()) - set(examples)
             if missing:
                 raise RunError(f"run {run.path} lacks examples-{state['epoch']:03d}.pt to resume")
             method.load_state_dict({**state["method"], **examples})

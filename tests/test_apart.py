@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
@@ -240,3 +241,14 @@ def test_fgsm_plus_has_no_block_perturbations_and_noinit_no_omega(
         initial = method.initial_metrics()
         assert set(initial) == set(columns) | set(method.alphas)
         assert initial["alpha_input"] == 1e-4 and initial.get("alpha_block1", 0.0) == 0.0
+
+
+@pytest.mark.parametrize("method", ["apart-noinit", "fgsm+"])
+def test_variants_resume(method, data_dir, tmp_path):
+    args = tiny_train_args(data_dir, tmp_path, method)
+    runner = CliRunner()
+    assert runner.invoke(main, args, catch_exceptions=False).exit_code == 0
+    result = runner.invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    examples = sorted(p.name for p in (tmp_path / f"mini-{method}-eps8-seed0").glob("examples-*"))
+    assert examples == ([] if method == "apart-noinit" else ["examples-001.pt"])
