@@ -4,8 +4,8 @@ each collapse? (FGSM should; APART, F+FGSM and PGD-10 should not.)
     python benchmarks/collapse.py --data-dir ../shared/data --methods fgsm,apart --epochs 30
 
 Runs are trained (or reused, or resumed) under --out with a checkpoint per epoch and PGD-20 on
-the preset's fixed test subset after every epoch. Writes docs/results/collapse.md and
-docs/results/collapse.png.
+the preset's fixed test subset after every epoch. Writes docs/results/collapse-<E>ep.md and
+docs/results/collapse-<E>ep.png.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ def summarise(curves: pd.DataFrame) -> pd.DataFrame:
                 "last − best (points)": 100 * (last[col] - best[col]),
                 "last clean %": 100 * last["test_clean_acc"],
                 "collapsed": bool(last[col] < 0.5 * best[col]),
-                "s/epoch": g["seconds"].mean(),
             }
         )
     return pd.DataFrame(rows).set_index("method")
@@ -86,7 +85,8 @@ def main(data_dir: str, preset: str, methods: str, epochs: int, seed: int, out: 
         title=f"{preset}: robust accuracy per epoch (seed {seed})",
     )
     fig.tight_layout()
-    fig.savefig(RESULTS / "collapse.png", dpi=120)
+    name = f"collapse-{epochs}ep"
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
     wide = (
         curves.pivot(index="epoch", columns="method", values=f"test_{ATTACK}_acc").mul(100).round(1)
     )
@@ -94,11 +94,11 @@ def main(data_dir: str, preset: str, methods: str, epochs: int, seed: int, out: 
     body = (
         f"Preset `{preset}`, {epochs} epochs, seed {seed}; PGD-20 (ε = 8/255, step 2/255, "
         f"random start) on the first {n} test images after every epoch.\n\n"
-        f"{summary.round(2).to_markdown()}\n\n![robust accuracy per epoch](collapse.png)\n\n"
+        f"{summary.round(2).to_markdown()}\n\n![robust accuracy per epoch]({name}.png)\n\n"
         f"PGD-20 accuracy (%) per epoch:\n\n{wide.to_markdown()}\n"
     )
     click.echo(body)
-    click.echo(f"written to {write_result('collapse', body)}")
+    click.echo(f"written to {write_result(name, body)}")
 
 
 if __name__ == "__main__":
