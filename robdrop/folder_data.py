@@ -7,6 +7,7 @@ as uint8 tensors (a subset when `test_size` is given) so evaluation code is shar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,7 +68,7 @@ class FolderLoader:
             batch_size=self.batch_size,
             shuffle=True,
             generator=gen,
-            num_workers=self.workers,
+            num_workers=min(self.workers, os.cpu_count() or 1),  # more only oversubscribes
             pin_memory=self.device.type == "cuda",
         )
         for x, y, idx in loader:
