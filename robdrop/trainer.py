@@ -240,11 +240,6 @@ class Trainer:
         }
 
 
-def train(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:
-    """Train (or resume) a run and return it."""
-    return Trainer(cfg, out, **kw).fit()
-
-
 def ensure_trained(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:
     """The run for `cfg` under `out`: reused when complete, resumed when partial, else trained."""
     path = Path(out) / (kw.pop("name", None) or cfg.default_name())
