@@ -54,6 +54,15 @@ class Failure(click.ClickException):
 USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError)
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix into one sentence and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        raise Failure(str(err)) from err
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="robdrop")
 def main() -> None:
@@ -118,11 +127,9 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
-    try:
+    with user_errors():
         cfg = make_config(auto_preset(preset), options=options or None, **kw)
         run = Trainer(cfg, out, name=name, resume=resume, progress=not quiet).fit()
-    except USER_ERRORS as err:
-        raise Failure(str(err)) from err
     click.echo(f"run written to {run.path}")
 
 
@@ -167,15 +174,6 @@ def methods() -> None:
 
 
 # -- analyses over per-epoch checkpoints (robdrop.analysis; see docs/analysis.md) -------------
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one sentence and exit status 1."""
-    try:
-        yield
-    except USER_ERRORS as err:
-        raise Failure(str(err)) from err
 
 
 def show(frame: pd.DataFrame, out_csv: Path | None) -> None:

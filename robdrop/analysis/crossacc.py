@@ -73,19 +73,20 @@ def _row(
     target: Checkpoint,
     source: Checkpoint,
     generate: Generator,
-    random: Generator,
     x: torch.Tensor,
     y: torch.Tensor,
     seed: int,
 ) -> pd.DataFrame:
-    """One row: Acc(θ_A, f_B(θ_C^(i))) and Acc(θ_A, f_Random)."""
-    model = target.model
-    row = {
-        "epoch": source.epoch,
-        "accuracy": _accuracy(model, source, generate, x, y, seed),
-        "random_accuracy": _accuracy(model, target, random, x, y, seed),
-    }
-    return pd.DataFrame([row])
+    """One row: Acc(θ_A, f_B(θ_C^(i)))."""
+    accuracy = _accuracy(target.model, source, generate, x, y, seed)
+    return pd.DataFrame([{"epoch": source.epoch, "accuracy": accuracy}])
+
+
+def _random_row(
+    target: Checkpoint, random: Generator, x: torch.Tensor, y: torch.Tensor, seed: int
+) -> pd.DataFrame:
+    """Acc(θ_A, f_Random): depends on model A only, so it is computed once for every row."""
+    return pd.DataFrame([{"random_accuracy": _accuracy(target.model, target, random, x, y, seed)}])
 
 
 def cross_accuracy(
@@ -103,8 +104,9 @@ def cross_accuracy(
 ) -> pd.DataFrame:
     """Per epoch i of `source_run`: accuracy of model_run@model_epoch on x + f_B(θ_C^(i), x, y).
 
-    `perturb` is an attack spec or "own"; `eps` (/255) defaults to the source run's ε. Cached in
-    the source run's folder, keyed by both checkpoints.
+    `perturb` is an attack spec or "own"; `eps` (/255) defaults to the source run's ε. Rows are
+    cached in the source run's folder, keyed by both checkpoints; the random reference, which
+    depends on θ_A only, once in the model run's folder.
     """
     if model_run.config.dataset != source_run.config.dataset:
         raise ValueError(
@@ -121,21 +123,19 @@ def cross_accuracy(
     random, random_name = generator("random", eps)
     x, y = fixed_test_subset(model_run, n, seed, data_dir)
     chosen = resolve_epochs(source_run, epochs, seed=seed, device=device, data_dir=data_dir)
+    model_key = [model_run.path.resolve().as_posix(), target_epoch]
+    random_params = {"model": model_key, "random": random_name, "n": n, "seed": seed}
+    compute_random = partial(_random_row, target, random, x, y, seed)
+    random_table = cached(model_run, "random", random_params, [target.path], compute_random)
     rows = []
     for epoch in progress(chosen, f"crossacc {source_run.name}"):
         source = Checkpoint(source_run, epoch, device)
-        params = {
-            "epoch": epoch,
-            "model": [model_run.path.resolve().as_posix(), target_epoch],
-            "perturb": name,
-            "random": random_name,
-            "n": n,
-            "seed": seed,
-        }
-        compute = partial(_row, target, source, generate, random, x, y, seed)
+        params = {"epoch": epoch, "model": model_key, "perturb": name, "n": n, "seed": seed}
+        compute = partial(_row, target, source, generate, x, y, seed)
         rows.append(cached(source_run, "crossacc", params, [source.path, target.path], compute))
     table = pd.concat(rows, ignore_index=True)
     return table.assign(
+        random_accuracy=random_table["random_accuracy"].item(),
         model=f"{model_run.name}@{target_epoch}",
         source=source_run.name,
         perturb=perturb,
