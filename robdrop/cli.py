@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pandas as pd
@@ -17,6 +18,9 @@ from robdrop.attacks import SPEC_HELP
 from robdrop.config import PRESETS, make_config
 from robdrop.data import DatasetNotFound
 from robdrop.runs import RunError, find_runs
+
+if TYPE_CHECKING:
+    from robdrop.analysis.study import Study
 
 DATA_DIR = os.environ.get("ROBDROP_DATA_DIR", "data")
 RUNS_DIR = os.environ.get("ROBDROP_RUNS_DIR", "checkpoints")
@@ -333,6 +337,94 @@ def sweep(
             **kw,
         )
     show(table, out_csv)
+
+
+# -- the whole study (robdrop.reproduce; see figures/README.md) --------------------------------
+
+
+def study_options(command: Callable) -> Callable:
+    """The options `figures` and `reproduce` share: which runs, which targets, how evaluated."""
+    options = [
+        preset_option,
+        out_option,
+        click.option(
+            "--figures-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default="figures",
+            help="Where figures (PNG, PDF), tables (Markdown, LaTeX) and timings.csv go.",
+        ),
+        click.option("--only", help="Comma-separated targets, e.g. figure1,table2 (default: all)."),
+        click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR)."),
+        click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …"),
+        click.option(
+            "--n", type=int, help="Test images per evaluation (default: 300 for mini, else all)."
+        ),
+        click.option("--seed", default=0, help="Seed of the test subset and of random starts."),
+        click.option("--sweep-eps", help="Figure 5's ε_train values in /255 (default 2-10)."),
+        click.option(
+            "--sweep-method",
+            "sweep_methods",
+            multiple=True,
+            help="Figure 5's methods (repeatable).",
+        ),
+        click.option(
+            "--set", "settings", multiple=True, help="Training setting key=value for every run."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | None]:
+    """The Study the options describe, and the targets --only names."""
+    from robdrop.analysis import parse_eps_values
+    from robdrop.analysis.study import Study, default_n
+
+    preset = auto_preset(preset)
+    config = {"data_dir": kw["data_dir"], "device": kw["device"], **parse_options(kw["settings"])}
+    extra = {}
+    if kw["sweep_eps"]:
+        extra["sweep_eps"] = tuple(parse_eps_values(kw["sweep_eps"]))
+    if kw["sweep_methods"]:
+        extra["sweep_methods"] = tuple(kw["sweep_methods"])
+    n = kw["n"] if kw["n"] is not None else default_n(preset)
+    study = Study(out, preset, n=n, seed=kw["seed"], device=kw["device"], config=config, **extra)
+    only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None
+    return study, only
+
+
+@main.command()
+@study_options
+def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
+    """The whole study: train every run Figures 1–5 and Tables 2–6 need, then write them.
+
+    Resumable: complete runs are reused, partial ones resumed, analyses read from their cache.
+    """
+    from robdrop.reproduce import reproduce as run_plan
+
+    with user_errors():
+        study, only = make_study(preset, out, kw)
+        timings = run_plan(study, figures_dir, only, command=["robdrop", *sys.argv[1:]])
+    seconds = timings["total_seconds"].iloc[-1] if len(timings) else 0.0
+    click.echo(f"done in {seconds:.0f} s; step times in {figures_dir / 'timings.csv'}")
+    for path in (p for paths in timings["written"] for p in paths.split()):
+        click.echo(f"written {path}")
+
+
+@main.command("figures")
+@study_options
+def draw(preset: str, out: Path, figures_dir: Path, **kw) -> None:
+    """Draw the figures and tables from runs that already exist (no training)."""
+    from robdrop.reproduce import reproduce as run_plan
+
+    with user_errors():
+        study, only = make_study(preset, out, kw)
+        timings = run_plan(
+            study, figures_dir, only, train=False, command=["robdrop", *sys.argv[1:]]
+        )
+    for path in (p for paths in timings["written"] for p in paths.split()):
+        click.echo(f"written {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

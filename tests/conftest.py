@@ -55,7 +55,7 @@ def tiny_train_args(data_dir: Path, out: Path, method: str, *extra: str) -> list
     return [
         "train", "--method", method, "--preset", "mini", "--data-dir", str(data_dir),
         "--train-size", "256", "--val-size", "64", "--width", "4", "--epochs", "1",
-        "--eval-size", "64", "--eval-attack", "pgd2", "--batch-size", "64",
+        "--eval-size", "64", "--eval-attack", "pgd2", "--batch-size", "64", "--seed", "0",
         "--out", str(out), "--quiet", *extra,
     ]  # fmt: skip
 

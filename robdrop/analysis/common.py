@@ -41,7 +41,7 @@ _DATA_FIELDS = (
 def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) -> Run:
     """A run folder, or the run of method `spec` trained with `preset` under `root`.
 
-    With several such runs, the one with the preset's default ε and seed 0 is taken.
+    With several such runs, the one with the preset's default ε and seed is taken.
     """
     if isinstance(spec, Run):
         return spec
@@ -61,7 +61,8 @@ def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) ->
         )
     if len(found) > 1:
         default = make_config(preset, method=key)
-        found = [r for r in found if (r.config.eps, r.config.seed) == (default.eps, 0)] or found
+        wanted = (default.eps, default.seed)
+        found = [r for r in found if (r.config.eps, r.config.seed) == wanted] or found
     if len(found) > 1:
         names = ", ".join(str(r.path) for r in found)
         raise ValueError(f"several {key} runs with preset {preset} match ({names}); pass one path")

@@ -1,0 +1,226 @@
+"""The whole study on a tiny real fixture: `robdrop reproduce` trains every run, draws every
+figure and table with the right content, resumes without redoing anything, and `robdrop
+figures` redraws from the runs alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robdrop.analysis.study import FIGURES, TABLES, Study, collapse_epoch
+from robdrop.cli import main
+from robdrop.runs import find_runs
+
+# seconds-long runs: 256 training images, width 4, 2 epochs; evaluations on 64 test images
+TINY = {
+    "train_size": 256,
+    "val_size": 64,
+    "width": 4,
+    "epochs": 2,
+    "eval_size": 64,
+    "eval_attack": "pgd2",
+    "batch_size": 64,
+}
+SWEEP = ("4", "8")
+
+
+def study_args(data_dir: Path, runs: Path, figures: Path, *extra: str) -> list[str]:
+    settings = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    return [
+        "--preset", "mini", "--out", str(runs), "--figures-dir", str(figures),
+        "--data-dir", str(data_dir), "--n", "64", "--sweep-eps", ",".join(SWEEP),
+        "--sweep-method", "ffgsm", "--sweep-method", "apart", *settings, *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def study_dirs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A complete tiny reproduction: (runs folder, figures folder)."""
+    root = tmp_path_factory.mktemp("study")
+    runs, figures = root / "runs", root / "figures"
+    result = CliRunner().invoke(main, ["reproduce", *study_args(data_dir, runs, figures)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return runs, figures
+
+
+def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) -> None:
+    runs, figures = study_dirs
+    names = ["figure1a", "figure1b", "figure2", "figure3", "figure4", "figure5"]
+    for name in names:
+        for suffix in ("png", "pdf"):
+            assert (figures / f"{name}.{suffix}").stat().st_size > 1000
+    for name in TABLES:
+        assert (figures / f"{name}.md").read_text().startswith("### Table")
+        assert "\\begin{table}" in (figures / f"{name}.tex").read_text()
+    summary = (figures / "summary.md").read_text()
+    assert "## The paper's claims at this scale" in summary and "## Table 2" in summary
+    for claim in ("FGSM's PGD-20 accuracy collapses", "APART does not collapse", "1/4 of PGD-10"):
+        assert claim in summary
+    timings = pd.read_csv(figures / "timings.csv")
+    assert set(FIGURES) | set(TABLES) <= set(timings["name"])
+    # the core targets are finished before the ε sweep starts
+    order = list(timings["name"])
+    assert max(order.index(t) for t in ("figure1", "table2", "table6")) < order.index("figure5")
+    methods = {r.config.method_key for r in find_runs(runs)}
+    expected = {"fgsm", "fgsm+", "ffgsm", "pgd10", "pgd5", "free8", "atta10", "apart"}
+    assert methods == expected | {"apart-noinit"}
+    for run in find_runs(runs):
+        assert run.epochs() == [1, 2], f"{run.name} lacks per-epoch checkpoints"
+
+
+def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Path]) -> None:
+    runs, _ = study_dirs
+    study = Study(runs, "mini", n=64)
+    table2 = study.table("table2")
+    ours = table2[table2["source"] == "robdrop mini"].set_index("method")
+    assert list(ours.index) == ["fgsm", "ffgsm", "free8", "pgd10", "atta10", "apart"]
+    for column in ("clean", "pgd20", "cw20", "gauss"):
+        assert ours[column].between(0, 100).all()
+    assert (ours["pgd20"] <= ours["clean"] + 1e-9).all()
+    assert (ours["seconds"] > 0).all()
+    paper = table2[table2["source"] == "paper Table 2"].set_index("method")
+    assert paper.loc["apart", "pgd20"] == 49.30
+    table6 = study.table("table6")
+    assert list(table6[table6["source"] == "robdrop mini"]["method"]) == [
+        "apart",
+        "fgsm+",
+        "apart-noinit",
+    ]
+    # no WRN-34-10, CIFAR-100 or ImageNet runs here: those tables are the paper's, labelled
+    for name in ("table3", "table4", "table5"):
+        assert set(study.table(name)["source"]) == {f"paper {name.replace('table', 'Table ')}"}
+
+
+def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
+    runs, _ = study_dirs
+    study = Study(runs, "mini", n=64)
+    fig1 = study.figure1b()
+    assert set(fig1["series"]) == {
+        "Acc(θ_PGD-10, f_FGSM(θ_FGSM^(i)))",
+        "Acc(θ_PGD-10, f_FGSM+(θ_FGSM+^(i)))",
+        "Acc(θ_PGD-10, f_Random)",
+    }
+    assert sorted(fig1["epoch"].unique()) == [1, 2]
+    fig2 = study.figure2()
+    assert set(fig2["method"]) == {"fgsm", "pgd10", "apart"}
+    assert fig2.groupby(["method", "quantity"]).size().eq(2).all()
+    fig3 = study.figure3()
+    assert set(fig3["pair"]) == {
+        "G_FGSM→PGD-10",
+        "G_FGSM+→PGD-10",
+        "G_APART→PGD-10",
+        "G_PGD-5→PGD-20",
+    }
+    assert set(fig3.loc[fig3["panel"] == "b", "pair"]) == {"G_PGD-5→PGD-20"}
+    fig4 = study.figure4()
+    assert {"omega", "input"} <= set(fig4["step"]) and len(fig4["step"].unique()) == 10
+    fig5 = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart")).figure5()
+    assert sorted(fig5["eps_train"].unique()) == [4.0, 8.0]
+    assert set(fig5["method"]) == {"ffgsm", "apart"}
+
+
+def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
+    from robdrop.reproduce import draw_figures
+
+    runs, _ = study_dirs
+    study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
+    drawn = draw_figures(study, "figure3")["figure3"]
+    a, _ = drawn.axes
+    assert "strength gap" in a.get_ylabel() and a.get_xlabel() == "epoch"
+    assert {t.get_text() for t in a.get_legend().get_texts()} >= {"G_FGSM→PGD-10"}
+    fig5 = draw_figures(study, "figure5")["figure5"].axes[0]
+    assert fig5.get_xlabel() == "clean test accuracy (%)"
+    fig1a = draw_figures(study, "figure1")["figure1a"]
+    assert len(fig1a.axes) == 3 * 4  # the images and the δ of two epochs, 4 images each
+
+
+def test_reproduce_again_redoes_nothing(data_dir: Path, study_dirs: tuple[Path, Path]) -> None:
+    runs, figures = study_dirs
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    again = figures.parent / "again"
+    result = CliRunner().invoke(main, ["reproduce", *study_args(data_dir, runs, again)])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no run or cache rewritten
+    timings = pd.read_csv(again / "timings.csv")
+    trained = timings[timings["kind"] == "train"]
+    assert trained["seconds"].max() < 5
+
+
+def test_figures_command_draws_without_training(
+    data_dir: Path, study_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    runs, _ = study_dirs
+    args = study_args(data_dir, runs, tmp_path / "f", "--only", "figure4,table6")
+    result = CliRunner().invoke(main, ["figures", *args])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "figure4.pdf",
+        "figure4.png",
+        "table6.md",
+        "table6.tex",
+        "timings.csv",
+    ]
+    missing = CliRunner().invoke(main, ["figures", *study_args(data_dir, tmp_path, tmp_path)])
+    assert missing.exit_code == 1 and "missing" in missing.output
+
+
+def test_collapse_epoch_rule() -> None:
+    curve = pd.Series([0.2, 0.3, 0.35, 0.1, 0.0], index=[1, 2, 3, 4, 5])
+    assert collapse_epoch(curve) == 4
+    assert collapse_epoch(pd.Series([0.2, 0.25, 0.2], index=[1, 2, 3])) is None
+    assert json.dumps(collapse_epoch(curve))  # a plain int, writable to JSON
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "analysis").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_all_against_the_fixture(
+    notebook: Path,
+    data_dir: Path,
+    study_dirs: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'Run all' with the parameter cell pointed at the fixture: no error, the figure saved."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    runs, _ = study_dirs
+    monkeypatch.setenv("ROBDROP_RUNS_DIR", str(runs))
+    monkeypatch.setenv("ROBDROP_DATA_DIR", str(data_dir.absolute()))
+    monkeypatch.setenv("ROBDROP_N", "64")
+    monkeypatch.setenv("ROBDROP_FIGURES_DIR", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(notebook, as_version=4)
+    assert "parameters" in nb.cells[1].metadata.get("tags", [])
+    NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
+    ).execute()
+    written = {p.name for p in tmp_path.iterdir()}
+    expected = {
+        "figure1_fgsm_perturbations": {"figure1a.png", "figure1b.png"},
+        "figure2_training_objective": {"figure2.png"},
+        "figure3_strength_gap": {"figure3.png"},
+        "figure4_step_sizes": {"figure4.png"},
+        "figure5_eps_sweep": {"figure5.png"},
+        "tables": {f"table{i}.md" for i in range(2, 7)},
+    }[notebook.stem]
+    assert expected <= written
