@@ -23,7 +23,7 @@ from robdrop.config import make_config
 from robdrop.methods import parse_method
 from robdrop.trainer import Trainer, load_data
 
-DEFAULT_METHODS = "fgsm,ffgsm,pgd10,apart,fgsm+,free8,atta10"
+DEFAULT_METHODS = "fgsm,ffgsm,pgd10,apart,fgsm+,free8,atta10,gradalign,nfgsm"
 
 
 def data_seconds(cfg, repeats: int = 3) -> float:

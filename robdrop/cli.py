@@ -119,6 +119,17 @@ out_option = click.option(
 @click.option(
     "--save-every-epoch", is_flag=True, help="Keep every epoch's checkpoint (else only the last)."
 )
+@click.option(
+    "--monitor",
+    help="Underfitting monitor's probe attack (e.g. pgd10), auto or none (experimental).",
+)
+@click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
+@click.option("--monitor-rule", "monitor_rule", multiple=True, help="Monitor threshold key=value.")
+@click.option(
+    "--on-underfit",
+    type=click.Choice(["warn", "stop", "best"]),
+    help="On a monitor flag: warn, stop (keeping best.pt), or keep best.pt and go on.",
+)
 @out_option
 @click.option("--name", help="Run folder name (default: <preset>-<method>-eps<ε>-seed<seed>).")
 @click.option("--resume", is_flag=True, help="Continue the run from its last complete epoch.")
@@ -128,6 +139,7 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     from robdrop.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
+    kw["monitor_rule"] = parse_options(kw.pop("monitor_rule")) or None
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
@@ -370,6 +382,11 @@ def study_options(command: Callable) -> Callable:
         click.option(
             "--set", "settings", multiple=True, help="Training setting key=value for every run."
         ),
+        click.option(
+            "--later-methods",
+            is_flag=True,
+            help="Add GradAlign and N-FGSM to Tables 2–4 and Figure 5.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -389,7 +406,16 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
     if kw["sweep_methods"]:
         extra["sweep_methods"] = tuple(kw["sweep_methods"])
     n = kw["n"] if kw["n"] is not None else default_n(preset)
-    study = Study(out, preset, n=n, seed=kw["seed"], device=kw["device"], config=config, **extra)
+    study = Study(
+        out,
+        preset,
+        n=n,
+        seed=kw["seed"],
+        device=kw["device"],
+        config=config,
+        later_methods=kw["later_methods"],
+        **extra,
+    )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None
     return study, only
 

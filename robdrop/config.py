@@ -11,6 +11,7 @@ from robdrop.attacks import make_attack
 from robdrop.data import DATASETS
 from robdrop.methods import parse_method
 from robdrop.models import ARCHITECTURES
+from robdrop.monitor import UnderfitRule
 
 
 @dataclass
@@ -43,6 +44,13 @@ class TrainConfig:
     eval_attack: str = "pgd10"
     eval_batch_size: int = 256
     save_every_epoch: bool = False
+    # the underfitting monitor (robdrop/monitor.py, experimental: its rule is not calibrated
+    # yet): a probe attack such as pgd10, "auto" (pgd10 for single-step methods when a
+    # validation split exists) or "none" (the default until the rule is calibrated)
+    monitor: str = "none"
+    monitor_size: int = 256  # held-out training images in the probe batch
+    monitor_rule: dict[str, float] = field(default_factory=dict)  # UnderfitRule thresholds
+    on_underfit: str = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
     @property
@@ -75,6 +83,26 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr_peak < 1 or self.lr_max <= 0:
             raise ValueError("lr_peak must be in (0, 1) and lr_max positive")
+        if self.on_underfit not in ("warn", "stop", "best"):
+            raise ValueError(f"--on-underfit is warn, stop or best, not {self.on_underfit!r}")
+        known = {f.name for f in dataclasses.fields(UnderfitRule)}
+        if set(self.monitor_rule) - known:
+            unknown = ", ".join(sorted(set(self.monitor_rule) - known))
+            raise ValueError(f"the monitor rule has no {unknown} (known: {', '.join(known)})")
+        if self.monitor not in ("auto", "none"):
+            make_attack(self.monitor, self.eps_float)
+            if self.val_size == 0:
+                raise ValueError(
+                    "--monitor measures held-out training images: add --val-size N (N > 0)"
+                )
+
+    def monitor_attack(self, single_step: bool) -> str | None:
+        """The monitor's probe attack for this run, or None when it is off."""
+        if self.monitor == "none" or self.monitor_size == 0:
+            return None
+        if self.monitor == "auto":
+            return "pgd10" if single_step and self.val_size > 0 else None
+        return self.monitor
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -122,6 +122,27 @@ class Run:
         epochs = self.epochs()
         return epochs[-1] if epochs else None
 
+    @property
+    def best_path(self) -> Path:
+        """best.pt: the epoch the monitor found most robust (with on_underfit stop or best)."""
+        return self.path / "best.pt"
+
+    def save_best(self, epoch: int, weights: dict[str, Any], robust_acc: float) -> None:
+        """Atomically (re)write best.pt with the model weights of `epoch`."""
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "identity": self.identity(),
+            "monitor_robust_acc": robust_acc,
+            "model": weights,
+        }
+        atomic_write(self.best_path, lambda f: torch.save(payload, f))
+
+    def mark_stopped(self, epoch: int, reason: str) -> None:
+        """Record in run.json that the monitor stopped training after `epoch`."""
+        self.info["stopped"] = {"epoch": epoch, "reason": reason}
+        atomic_write_text(self.path / "run.json", json.dumps(self.info, indent=2) + "\n")
+
     def examples_path(self, epoch: int) -> Path:
         return self.path / f"examples-{epoch:03d}.pt"
 
@@ -192,6 +213,18 @@ class Run:
             raise RunError(
                 f"run {self.path} has no checkpoint for epoch {epoch} (has {self.epochs()})"
             )
+        return self._read(path, map_location)
+
+    def load_best(self, map_location: Any = "cpu") -> dict[str, Any]:
+        """best.pt (epoch, monitor_robust_acc, model weights), checked to belong to this run."""
+        if not self.best_path.is_file():
+            raise RunError(
+                f"run {self.path} has no best.pt (train with --on-underfit best or stop)"
+            )
+        return self._read(self.best_path, map_location)
+
+    def _read(self, path: Path, map_location: Any) -> dict[str, Any]:
+        """A robdrop checkpoint file, read with weights_only and checked against this run."""
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:

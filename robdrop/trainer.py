@@ -23,6 +23,7 @@ from robdrop.config import TrainConfig
 from robdrop.data import ImageData, data_facts, load_cifar
 from robdrop.folder_data import FolderData, load_imagefolder
 from robdrop.methods import Method, build_method
+from robdrop.monitor import UnderfitMonitor, UnderfitRule
 from robdrop.runs import Run, RunError, method_context_for, model_for
 
 
@@ -161,6 +162,10 @@ class Trainer:
         loader = self.data.train_loader(cfg.batch_size, seed=cfg.seed, memory_format=memory_format)
         eval_attack = make_attack(cfg.eval_attack, cfg.eps_float)
         clean = make_attack("clean", cfg.eps_float)
+        monitor = self._monitor(type(method).single_step)
+        if run.info.get("stopped"):
+            tqdm.write(f"[{run.name}] stopped by the monitor: {run.info['stopped']}")
+            start = cfg.epochs + 1
         for epoch in range(start, cfg.epochs + 1):
             row = self._train_epoch(epoch, loader, model, method, optimizer, scaler)
             t0 = time.perf_counter()
@@ -172,6 +177,9 @@ class Trainer:
             )
             row["eval_seconds"] = time.perf_counter() - t0
             row.update(method.epoch_metrics())
+            if monitor is not None:
+                row.update(monitor.measure(model, method, device))
+                row["monitor_flag"] = monitor.flag(row, metrics.to_dict("records"))
             method_state = method.state_dict()
             examples = {k: method_state.pop(k) for k in method.example_state if k in method_state}
             state = {
@@ -186,6 +194,8 @@ class Trainer:
             # metrics first: a kill in between leaves a row that resume drops, never a gap
             run.write_metrics(metrics)
             run.save_checkpoint(epoch, state, keep_previous=cfg.save_every_epoch, examples=examples)
+            if monitor is not None and self._react(run, metrics, state["model"]):
+                break
             if self.progress:
                 tqdm.write(
                     f"[{run.name}] epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.3f}  "
@@ -238,6 +248,37 @@ class Trainer:
             "train_acc": correct.item() / count,
             "seconds": time.perf_counter() - t0,
         }
+
+    def _monitor(self, single_step: bool) -> UnderfitMonitor | None:
+        """The run's underfitting monitor on the first `monitor_size` held-out images, if on."""
+        cfg = self.cfg
+        attack = cfg.monitor_attack(single_step)
+        if attack is None:
+            return None
+        x, y = self.data.val_x[: cfg.monitor_size], self.data.val_y[: cfg.monitor_size]
+        rule = UnderfitRule(**cfg.monitor_rule)
+        return UnderfitMonitor(attack, cfg.eps_float, x, y, seed=cfg.seed, rule=rule)
+
+    def _react(self, run: Run, metrics: pd.DataFrame, weights: dict[str, Any]) -> bool:
+        """Keep best.pt, warn on a flag, and say whether to stop (`on_underfit`)."""
+        cfg, row = self.cfg, metrics.iloc[-1]
+        if (
+            cfg.on_underfit != "warn"
+            and row["monitor_robust_acc"] >= metrics["monitor_robust_acc"].max()
+        ):
+            run.save_best(int(row["epoch"]), weights, float(row["monitor_robust_acc"]))
+        if not row["monitor_flag"]:
+            return False
+        tqdm.write(
+            f"[{run.name}] epoch {int(row['epoch'])}: perturbation underfitting "
+            f"({row['monitor_flag']}): gap {row['monitor_gap']:.3f}, accuracy under own "
+            f"perturbations {row['monitor_own_acc']:.3f} vs random noise "
+            f"{row['monitor_random_acc']:.3f}"
+        )
+        if cfg.on_underfit != "stop":
+            return False
+        run.mark_stopped(int(row["epoch"]), str(row["monitor_flag"]))
+        return True
 
 
 def ensure_trained(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:

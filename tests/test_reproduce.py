@@ -224,3 +224,12 @@ def test_notebook_runs_all_against_the_fixture(
         "tables": {f"table{i}.md" for i in range(2, 7)},
     }[notebook.stem]
     assert expected <= written
+
+
+def test_later_methods_are_optional_rows_and_sweep_points(tmp_path: Path) -> None:
+    plain, later = Study(tmp_path, "mini"), Study(tmp_path, "mini", later_methods=True)
+    names = {s.config.method_key for s in later.specs("table2")}
+    assert {"gradalign", "nfgsm"} <= names
+    assert not {"gradalign", "nfgsm"} & {s.config.method_key for s in plain.specs("table2")}
+    assert {"gradalign", "nfgsm"} <= {s.config.method_key for s in later.specs("figure5")}
+    assert "gradalign" not in {s.config.method_key for s in later.specs("table6")}

@@ -4,7 +4,6 @@ checkpoints read on first use, seeded randomness, and an eval mode a generator c
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
@@ -12,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
+from robdrop.attacks.base import eval_locked
 from robdrop.config import TrainConfig, make_config
 from robdrop.data import Batch, ImageData
 from robdrop.methods import Method, parse_method
@@ -142,32 +141,6 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
-
-
-def _stay(module: nn.Module, mode: bool = True) -> nn.Module:
-    """`nn.Module.train` that leaves the mode as it is."""
-    return module
-
-
-@contextmanager
-def eval_locked(model: nn.Module) -> Iterator[None]:
-    """Eval mode that code inside cannot leave (its `.train()` calls do nothing).
-
-    Methods generate training perturbations in train mode; for an analysis their generator must
-    see the same eval-mode model as the losses it is compared with, and must not update the
-    BatchNorm running statistics of the checkpoint being analysed.
-    """
-    was_training = model.training
-    model.eval()
-    modules = list(model.modules())
-    for m in modules:
-        m.train = types.MethodType(_stay, m)  # an instance attribute shadows nn.Module.train
-    try:
-        yield
-    finally:
-        for m in modules:
-            del m.train
-        model.train(was_training)
 
 
 def own_perturbation(ckpt: Checkpoint, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -98,11 +99,19 @@ def claims(study: Study) -> pd.DataFrame:
 
 
 def hardware() -> str:
-    """What the study ran on, in one line."""
+    """What a number was measured on, in one line: CPU model, cores, threads, GPU, versions."""
     cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
-        f"{os.cpu_count()} CPU cores ({cpu}), {torch.get_num_threads()} torch threads, {gpu}; "
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {gpu}; "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 

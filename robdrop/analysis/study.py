@@ -47,6 +47,9 @@ TABLE_PRESET = {
     "table4": "paper-cifar100-prn18",
     "table5": "paper-imagenet-r50",
 }
+# the single-step methods that came after the paper: optional rows of Tables 2–4 and points of
+# Figure 5 (`Study(later_methods=True)`, `robdrop reproduce --later-methods`)
+LATER_METHODS = ("gradalign", "nfgsm")
 # Table 6 of the paper uses PreAct ResNet-20; mini keeps its own model
 ABLATION_MODEL = {"paper-cifar10-prn18": "prn20"}
 GAPS = (
@@ -112,11 +115,14 @@ class Study:
     config: dict[str, Any] = field(default_factory=dict)
     sweep_eps: tuple[float, ...] = SWEEP_EPS
     sweep_methods: tuple[str, ...] | None = None  # default: SWEEP_METHODS of the preset
+    later_methods: bool = False  # add GradAlign and N-FGSM to Tables 2–4 and Figure 5
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if self.sweep_methods is None:
             self.sweep_methods = SWEEP_METHODS.get(self.preset, SWEEP_METHODS_DEFAULT)
+        if self.later_methods:
+            self.sweep_methods = (*self.sweep_methods, *LATER_METHODS)
 
     # -- which runs -----------------------------------------------------------------------------
     def spec(self, method: str, preset: str | None = None, **overrides: Any) -> RunSpec:
@@ -134,7 +140,10 @@ class Study:
             return [self.spec(m, **extra) for m in TABLE_METHODS[target]]
         if target in TABLE_METHODS:
             preset = TABLE_PRESET.get(target, self.preset)
-            return [self.spec(m, preset) for m in TABLE_METHODS[target]]
+            methods = TABLE_METHODS[target]
+            if self.later_methods and target in ("table2", "table3", "table4"):
+                methods = (*methods, *LATER_METHODS)
+            return [self.spec(m, preset) for m in methods]
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
 
     def own_tables(self) -> tuple[str, ...]:
@@ -313,9 +322,14 @@ class Study:
         self, spec: RunSpec, run: Run, attacks: tuple[str, ...], hours: bool
     ) -> dict[str, Any]:
         acc = self._eval(run, attacks, "last").set_index("attack")["accuracy"]
-        seconds = run.metrics()["seconds"]
+        metrics = run.metrics()
+        seconds = metrics["seconds"]
         timing = {"hours": seconds.sum() / 3600} if hours else {"seconds": seconds.mean()}
-        return {"method": spec.config.method_key, **(100 * acc).to_dict(), **timing}
+        # collapse on the trainer's per-epoch quick check (no extra evaluation)
+        quick = metrics.set_index("epoch").get(f"test_{run.config.eval_attack}_acc")
+        collapse = collapse_epoch(quick) if quick is not None else None
+        row = {"method": spec.config.method_key, **(100 * acc).to_dict(), **timing}
+        return {**row, "collapse": f"epoch {collapse}" if collapse else "no"}
 
 
 def _tidy(series: pd.Series, method: str, quantity: str) -> pd.DataFrame:

@@ -25,6 +25,7 @@ HEADERS = {
     "gauss": "Gaussian (%)",
     "seconds": "time/epoch (s)",
     "hours": "time (h)",
+    "collapse": "collapse (quick check)",
 }
 # Table 6 names its rows by what each ablation removes
 ABLATION_NAMES = {

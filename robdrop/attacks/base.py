@@ -6,6 +6,7 @@ Budgets are floats in image units here; the CLI speaks /255.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -29,6 +30,32 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
     try:
         yield
     finally:
+        model.train(was_training)
+
+
+def _stay(module: nn.Module, mode: bool = True) -> nn.Module:
+    """`nn.Module.train` that leaves the mode as it is."""
+    return module
+
+
+@contextmanager
+def eval_locked(model: nn.Module) -> Iterator[None]:
+    """Eval mode that code inside cannot leave (its `.train()` calls do nothing).
+
+    Methods generate training perturbations in train mode; for an analysis their generator must
+    see the same eval-mode model as the losses it is compared with, and must not update the
+    BatchNorm running statistics of the checkpoint being analysed.
+    """
+    was_training = model.training
+    model.eval()
+    modules = list(model.modules())
+    for m in modules:
+        m.train = types.MethodType(_stay, m)  # an instance attribute shadows nn.Module.train
+    try:
+        yield
+    finally:
+        for m in modules:
+            del m.train
         model.train(was_training)
 
 

@@ -10,6 +10,8 @@ from robdrop.methods.apart import APART, APARTNoInit, FGSMPlus
 from robdrop.methods.atta import ATTA
 from robdrop.methods.base import Method, MethodContext, StepResult
 from robdrop.methods.free import Free
+from robdrop.methods.gradalign import GradAlign
+from robdrop.methods.nfgsm import NFGSM
 from robdrop.methods.pgd import PGDTraining
 from robdrop.methods.single_step import FGSM, FastFGSM
 
@@ -23,8 +25,16 @@ METHODS: dict[str, tuple[type[Method], bool]] = {
     "apart": (APART, False),
     "fgsm+": (FGSMPlus, False),
     "apart-noinit": (APARTNoInit, False),
+    "gradalign": (GradAlign, False),
+    "nfgsm": (NFGSM, False),
 }
-ALIASES = {"f+fgsm": "ffgsm", "fast-fgsm": "ffgsm", "apart-nolayer": "fgsm+"}
+ALIASES = {
+    "f+fgsm": "ffgsm",
+    "fast-fgsm": "ffgsm",
+    "apart-nolayer": "fgsm+",
+    "n-fgsm": "nfgsm",
+    "grad-align": "gradalign",
+}
 
 
 def parse_method(name: str) -> tuple[type[Method], int | None, str]:

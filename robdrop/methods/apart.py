@@ -35,6 +35,7 @@ class APART(Method):
     """APART: learnable input initialisation ω and per-block step sizes (Li et al., Alg. 1)."""
 
     name = "apart"
+    single_step = True  # one gradient step per perturbation (plus learned parts)
     defaults: ClassVar[dict[str, Any]] = {
         # initial input step α_1, image units (the authors' code: 1e-4, close to clean training)
         "alpha_init": 1e-4,

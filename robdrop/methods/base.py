@@ -65,6 +65,9 @@ class Method:
     # keys of state_dict() holding per-example buffers (first dim = training set): they are saved
     # for the latest epoch only (examples-NNN.pt), since they are as large as the dataset
     example_state: ClassVar[tuple[str, ...]] = ()
+    # one gradient step per perturbation: the methods prone to catastrophic overfitting, which
+    # the underfitting monitor watches by default
+    single_step: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
         unknown = set(ctx.options) - set(self.defaults)

@@ -8,6 +8,7 @@ from robdrop.methods.base import AttackMethod
 class FGSM(AttackMethod):
     """δ = ε · sign(∇x L) from zero, no random start: the method whose robustness collapses."""
 
+    single_step = True
     name = "fgsm"
     attack_spec = "fgsm"
 
@@ -15,5 +16,6 @@ class FGSM(AttackMethod):
 class FastFGSM(AttackMethod):
     """F+FGSM: uniform start in [−ε, ε], one step of 1.25 ε, clipped to the ε-ball."""
 
+    single_step = True
     name = "ffgsm"
     attack_spec = "ffgsm"

@@ -1,0 +1,87 @@
+"""The underfitting monitor on tiny real runs: its columns, its rule, warn / stop / best.pt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robdrop.cli import main
+from robdrop.monitor import UnderfitRule
+from robdrop.runs import Run
+
+from .conftest import tiny_train_args
+
+COLUMNS = ("monitor_gap", "monitor_robust_acc", "monitor_own_acc", "monitor_random_acc")
+
+
+def train(data_dir, out, method, *extra):
+    args = tiny_train_args(data_dir, out, method, "--monitor", "pgd2", "--monitor-size", "32")
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+def test_monitor_writes_its_columns_every_epoch(data_dir, tmp_path) -> None:
+    result = train(data_dir, tmp_path, "fgsm", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    metrics = Run(tmp_path / "mini-fgsm-eps8-seed0").metrics()
+    for column in (*COLUMNS, "monitor_seconds", "monitor_flag"):
+        assert column in metrics.columns
+    assert metrics["monitor_robust_acc"].between(0, 1).all()
+    # the strongest attack of the three leaves the model least accurate
+    assert (metrics["monitor_robust_acc"] <= metrics["monitor_random_acc"]).all()
+    assert not (tmp_path / "mini-fgsm-eps8-seed0" / "best.pt").exists()  # warn keeps no best.pt
+
+
+def test_stop_ends_the_run_keeps_best_and_resume_does_not_continue(data_dir, tmp_path) -> None:
+    always = ("--monitor-rule", "noise_margin=1.0", "--on-underfit", "stop", "--epochs", "3")
+    result = train(data_dir, tmp_path, "fgsm", *always)
+    assert result.exit_code == 0, result.output
+    run = Run(tmp_path / "mini-fgsm-eps8-seed0")
+    assert run.epochs() == [1] and run.metrics()["monitor_flag"].tolist() == ["noise"]
+    assert json.loads((run.path / "run.json").read_text())["stopped"] == {
+        "epoch": 1,
+        "reason": "noise",
+    }
+    best = run.load_best()
+    assert best["epoch"] == 1
+    weights = run.load_checkpoint(1)["model"]
+    assert all(torch.equal(best["model"][k], weights[k]) for k in weights)
+    resumed = train(data_dir, tmp_path, "fgsm", *always, "--resume")
+    assert resumed.exit_code == 0 and Run(run.path).epochs() == [1]
+
+
+def test_best_keeps_training_and_the_most_robust_epoch(data_dir, tmp_path) -> None:
+    result = train(data_dir, tmp_path, "ffgsm", "--on-underfit", "best", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    run = Run(tmp_path / "mini-ffgsm-eps8-seed0")
+    metrics = run.metrics().set_index("epoch")
+    assert run.epochs() == [2]
+    best = run.load_best()
+    assert metrics.loc[best["epoch"], "monitor_robust_acc"] == metrics["monitor_robust_acc"].max()
+
+
+def test_rule_fires_on_noise_level_and_on_a_gap_jump() -> None:
+    rule = UnderfitRule()
+    healthy = {"monitor_own_acc": 0.2, "monitor_random_acc": 0.6, "monitor_gap": 0.2}
+    assert rule.check(healthy, [0.2, 0.2]) == ""
+    noise = {**healthy, "monitor_own_acc": 0.59}
+    assert rule.check(noise, [0.2, 0.2]) == "noise"
+    jump = {**healthy, "monitor_gap": 1.0}
+    assert rule.check(jump, [0.2, 0.25]) == "gap"
+    assert rule.check(jump, [0.2]) == ""  # too early to tell a jump
+    assert rule.check({**jump, "monitor_own_acc": 0.6}, [0.2, 0.2]) == "noise+gap"
+
+
+def test_monitor_without_held_out_images_fails_with_one_sentence(data_dir, tmp_path) -> None:
+    result = train(data_dir, tmp_path, "fgsm", "--val-size", "0")
+    assert result.exit_code == 1 and "--val-size" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bad", [["--monitor", "pgdx"], ["--monitor-rule", "nosuch=1"]])
+def test_bad_monitor_settings_fail_early(bad, data_dir, tmp_path) -> None:
+    args = tiny_train_args(data_dir, tmp_path, "fgsm", *bad)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and not any(tmp_path.iterdir())
