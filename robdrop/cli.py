@@ -372,7 +372,9 @@ def study_options(command: Callable) -> Callable:
             "--n", type=int, help="Test images per evaluation (default: 300 for mini, else all)."
         ),
         click.option("--seed", default=0, help="Seed of the test subset and of random starts."),
-        click.option("--sweep-eps", help="Figure 5's ε_train values in /255 (default 2-10)."),
+        click.option(
+            "--sweep-eps", help="Figure 5's ε_train values in /255 (default 2-10; mini 2,4,6,8,10)."
+        ),
         click.option(
             "--sweep-method",
             "sweep_methods",

@@ -120,12 +120,22 @@ def reproduce(
     train: bool = True,
     command: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Carry out the plan with one progress bar over it; returns (and writes) the timings.
+    """Carry out the plan with one progress bar over it; returns the timings.
 
-    With `train=False` only figures and tables are made, from runs that must already exist.
-    When the plan holds every core target, `summary.md` checks the paper's claims at the end.
+    `timings.csv` gets a row per step and invocation: a restarted reproduction adds its own rows
+    (`invocation` 2, 3, …) to those of the killed one, so the summary's wall times add up the
+    time actually spent. With `train=False` (`robdrop figures`) only figures and tables are
+    made, from runs that must already exist, and the timings file is left as it is. When the
+    plan holds every core target, `summary.md` checks the paper's claims at the end.
     """
-    steps = [s for s in plan(study, only, out) if train or s.kind != "train"]
+    steps = plan(study, only, out)
+    core = _core_steps(steps)
+    steps = [s for s in steps if train or s.kind != "train"]
+    path = out / "timings.csv"
+    earlier = pd.read_csv(path) if train and path.is_file() else pd.DataFrame()
+    if len(earlier) and "invocation" not in earlier:
+        earlier = earlier.assign(invocation=1)
+    invocation = int(earlier["invocation"].max()) + 1 if "invocation" in earlier else 1
     rows, start = [], time.perf_counter()
     bar = tqdm(steps, desc=f"reproduce {study.preset}", unit="step")
     for step in bar:
@@ -135,6 +145,7 @@ def reproduce(
         now = time.perf_counter()
         rows.append(
             {
+                "invocation": invocation,
                 "kind": step.kind,
                 "name": step.name,
                 "seconds": round(now - t0, 1),
@@ -142,12 +153,21 @@ def reproduce(
                 "written": " ".join(str(p) for p in written),
             }
         )
-        # written after every step, so a killed reproduction still says where its time went
-        out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(out / "timings.csv", index=False)
+        if train:  # after every step, so a killed reproduction still says where its time went
+            out.mkdir(parents=True, exist_ok=True)
+            pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True).to_csv(path, index=False)
     timings = pd.DataFrame(rows)
     targets = targets_for(study, only)
     if all(t in targets for t in (CORE if study.has_figures() else study.own_tables())):
         bar.set_postfix_str("summary")
-        (out / "summary.md").write_text(summary(study, timings, command, CORE))
+        history = pd.read_csv(path) if path.is_file() else timings
+        (out / "summary.md").write_text(summary(study, history, command, core))
     return timings
+
+
+def _core_steps(steps: list[Step]) -> list[str]:
+    """The names of the steps up to the last core target (the ones Figures 1–4 and Tables 2
+    and 6 need), in plan order."""
+    names = [s.name for s in steps]
+    last = max((names.index(t) for t in CORE if t in names), default=-1)
+    return names[: last + 1]

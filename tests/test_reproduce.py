@@ -172,7 +172,6 @@ def test_figures_command_draws_without_training(
         "figure4.png",
         "table6.md",
         "table6.tex",
-        "timings.csv",
     ]
     missing = CliRunner().invoke(main, ["figures", *study_args(data_dir, tmp_path, tmp_path)])
     assert missing.exit_code == 1 and "missing" in missing.output

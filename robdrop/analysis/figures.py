@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from robdrop.analysis.paper_values import paper_value
+from robdrop.analysis.paper_values import display_name, paper_value
 
 # the paper's collapse epoch for FGSM (Figures 1 and 3: epoch 21 of 30)
 PAPER_COLLAPSE = (21, 30)
@@ -72,9 +72,10 @@ def figure2(frame: pd.DataFrame, collapse: int | None = None) -> Figure:
     _style()
     quantities = list(dict.fromkeys(frame["quantity"]))
     fig, axes = plt.subplots(1, len(quantities), figsize=(5.5 * len(quantities), 4))
+    frame = frame.assign(label=frame["method"].map(display_name))
     for ax, quantity in zip(np.atleast_1d(axes), quantities, strict=True):
         part = frame[frame["quantity"] == quantity]
-        sns.lineplot(part, x="epoch", y="value", hue="method", marker="o", ax=ax)
+        sns.lineplot(part, x="epoch", y="value", hue="label", marker="o", ax=ax)
         ax.set(xlabel="epoch", ylabel=quantity, title=quantity)
         if "accuracy" in quantity:
             _collapse_mark(ax, collapse, int(part["epoch"].max()))
@@ -82,7 +83,8 @@ def figure2(frame: pd.DataFrame, collapse: int | None = None) -> Figure:
                 ref = paper_value("table2", method, "pgd20")
                 if ref is not None:
                     ax.axhline(ref, ls="--", lw=0.8, color="grey")
-                    ax.annotate(f"paper {method}", (part["epoch"].min(), ref), fontsize=7)
+                    label = f"paper {display_name(method)}, final"
+                    ax.annotate(label, (part["epoch"].min(), ref), fontsize=7)
         ax.legend(fontsize=7)
     fig.suptitle("Figure 2: training objective and robustness per epoch")
     fig.tight_layout()
@@ -123,7 +125,8 @@ def figure5(frame: pd.DataFrame) -> Figure:
     ε = 8/255 points from Table 2 as reference marks."""
     _style()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    sns.scatterplot(frame, x="clean", y="pgd20", hue="method", style="method", s=60, ax=ax)
+    frame = frame.assign(label=frame["method"].map(display_name))
+    sns.scatterplot(frame, x="clean", y="pgd20", hue="label", style="label", s=60, ax=ax)
     for method, part in frame.sort_values("eps_train").groupby("method"):
         ax.plot(part["clean"], part["pgd20"], lw=0.6, alpha=0.5)
         for _, row in part.iterrows():

@@ -119,26 +119,35 @@ def hardware() -> str:
 def summary(
     study: Study, timings: pd.DataFrame, command: Sequence[str], core: Sequence[str]
 ) -> str:
-    """Markdown: command, hardware, wall times, the claims checked, our tables and the paper's."""
-    names = list(timings["name"])
-    core_end = max((names.index(t) for t in core if t in names), default=None)
+    """Markdown: command, hardware, wall times, the claims checked, our tables and the paper's.
+
+    `timings` holds every invocation's step times (timings.csv); `core` names the steps of
+    Figures 1–4 and Tables 2 and 6.
+    """
+    invocations = timings.groupby("invocation")["seconds"].sum() if len(timings) else []
     lines = [
         f"# Reproduction summary ({study.preset})",
         "",
         f"- command: `{' '.join(command)}`",
         f"- hardware: {hardware()}",
-        f"- wall time of this invocation: {timings['total_seconds'].iloc[-1] / 60:.1f} min",
+        f"- wall time: {timings['seconds'].sum() / 60:.1f} min"
+        + (
+            f" over {len(invocations)} invocations ("
+            + ", ".join(f"{s / 60:.1f}" for s in invocations)
+            + " min; a restart reuses what was done)"
+            if len(invocations) > 1
+            else ""
+        ),
     ]
-    if core_end is not None:
-        seconds = timings["total_seconds"].iloc[core_end]
+    if core:
+        seconds = timings.loc[timings["name"].isin(core), "seconds"].sum()
         lines.append(
             f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
         )
     lines += [
         f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}",
         "",
-        "Step times are in `timings.csv`; a restarted reproduction reuses everything already done,",
-        "so these are the times of a complete run only when it started from nothing.",
+        "Step times are in `timings.csv`, one row per step and invocation.",
         "",
     ]
     if study.has_figures():
