@@ -55,7 +55,6 @@ def summarise(curves: pd.DataFrame) -> pd.DataFrame:
 @click.option("--data-dir", default="../shared/data")
 @click.option("--preset", default="mini")
 @click.option("--methods", default="fgsm,apart")
-@click.option("--epochs", default=30)
 @click.option("--epochs", type=int, help="Default: the preset's.")
 @click.option("--seeds", help="Comma-separated seeds (default: the preset's seed).")
 @click.option("--out", default="checkpoints", help="Where the runs live (reused if complete).")

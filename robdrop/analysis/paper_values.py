@@ -78,6 +78,8 @@ _NAMES = {
     "fgsm+": "FGSM+",
     "apart": "APART",
     "apart-noinit": "APART w/o init",
+    "gradalign": "GradAlign",
+    "nfgsm": "N-FGSM",
 }
 _PREFIXES = {"pgd": "PGD", "free": "Free", "atta": "ATTA", "cw": "C&W"}
 

@@ -110,7 +110,7 @@ class Study:
 
     root: Path
     preset: str = "mini"
-    n: int | None = 500
+    n: int | str | None = "preset"  # test images per evaluation; "preset": default_n(preset)
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -121,6 +121,8 @@ class Study:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        if self.n == "preset":
+            self.n = default_n(self.preset)
         if self.sweep_eps is None:
             self.sweep_eps = SWEEP_EPS.get(self.preset, SWEEP_EPS_DEFAULT)
         if self.sweep_methods is None:

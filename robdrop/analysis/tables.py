@@ -43,6 +43,8 @@ def presentable(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
     shown = frame[columns].assign(method=methods)
     shown = shown.round({"clean": 2, "pgd20": 2, "pgd10": 2, "cw20": 2, "gauss": 2})
     shown = shown.round({"seconds": 1, "hours": 2})
+    # the paper gives no time or collapse for some rows: a dash, not "nan"
+    shown = shown.astype(object).where(shown.notna(), "–")
     return shown.rename(columns=HEADERS)
 
 
