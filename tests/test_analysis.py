@@ -167,10 +167,11 @@ def test_best_is_chosen_on_the_validation_split(pgd, tmp_path):
 def test_runs_resolve_by_method_name_and_ambiguity_is_reported(fgsm, out, tmp_path):
     assert resolve_run("fgsm", out, "mini").path == fgsm.path
     root = tmp_path / "runs"
-    copy_run(fgsm, root / "a")
-    copy_run(fgsm, root / "b", eps=4.0)
+    # several runs: the one with the preset's ε and seed (mini: 8/255, seed 1) is taken
+    copy_run(fgsm, root / "a", seed=1)
+    copy_run(fgsm, root / "b", eps=4.0, seed=1)
     assert resolve_run("fgsm", root, "mini").name == "a"
-    copy_run(fgsm, root / "c")
+    copy_run(fgsm, root / "c", seed=1)
     with pytest.raises(ValueError, match="several fgsm runs"):
         resolve_run("fgsm", root, "mini")
     with pytest.raises(ValueError, match="no pgd10 run with preset mini"):
@@ -243,4 +244,4 @@ def test_eps_sweep_trains_each_budget_once_and_evaluates_at_8(data_dir, tmp_path
         "--epochs", "1", "--data-dir", str(data_dir), "--n", "16", "-q", *settings,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "mini-fgsm-eps4-seed0" in result.output and "pgd20" in result.output
+    assert "mini-fgsm-eps4-seed1" in result.output and "pgd20" in result.output
