@@ -110,11 +110,18 @@ class Method:
         with autocast(self.ctx.amp, x.device):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y)
+        self.optimise(loss, optimizer, scaler)
+        return self.result(loss, logits, y)
+
+    @staticmethod
+    def optimise(
+        objective: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    ) -> None:
+        """One step of θ on `objective` through the run's GradScaler (a no-op scaler on CPU)."""
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(objective).backward()
         scaler.step(optimizer)
         scaler.update()
-        return self.result(loss, logits, y)
 
     @staticmethod
     def result(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> StepResult:
