@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robdrop.attacks import make_attack
-from robdrop.attacks.base import eval_locked
-from robdrop.data import Batch, iterate_eval
+from robdrop.attacks.base import eval_locked, seeded
+from robdrop.attacks.evaluate import losses_and_accuracies
+from robdrop.data import Batch
 from robdrop.methods import Method
 
 REACTIONS = ("warn", "stop", "best")
@@ -82,29 +82,20 @@ class UnderfitMonitor:
     def measure(self, model: nn.Module, method: Method, device: torch.device) -> dict[str, float]:
         """The monitor's columns for this epoch (flag excluded), randomness fixed by `seed`."""
         t0 = time.perf_counter()
-        sums = {"gap": 0.0, "robust": 0, "own": 0, "random": 0}
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            with eval_locked(model):
-                for xb, yb in iterate_eval(self.x, self.y, self.batch_size, device):
-                    own = method.perturb(Batch(xb, yb, None))
-                    strong = self.attack(model, xb, yb)
-                    noise = self.random(model, xb, yb)
-                    with torch.no_grad():
-                        logits_own, logits_strong = model(xb + own), model(xb + strong)
-                        gap = F.cross_entropy(logits_strong, yb, reduction="sum") - F.cross_entropy(
-                            logits_own, yb, reduction="sum"
-                        )
-                        sums["gap"] += gap.item()
-                        sums["robust"] += (logits_strong.argmax(1) == yb).sum().item()
-                        sums["own"] += (logits_own.argmax(1) == yb).sum().item()
-                        sums["random"] += (model(xb + noise).argmax(1) == yb).sum().item()
-        n = len(self.y)
+        generators = {  # in this order: the order of the seeded random draws
+            "own": lambda xb, yb: method.perturb(Batch(xb, yb, None)),
+            "probe": lambda xb, yb: self.attack(model, xb, yb),
+            "random": lambda xb, yb: self.random(model, xb, yb),
+        }
+        with seeded(self.seed, device), eval_locked(model):
+            results = losses_and_accuracies(
+                model, generators, self.x, self.y, batch_size=self.batch_size, device=device
+            )
         return {
-            "monitor_gap": sums["gap"] / n,
-            "monitor_robust_acc": sums["robust"] / n,
-            "monitor_own_acc": sums["own"] / n,
-            "monitor_random_acc": sums["random"] / n,
+            "monitor_gap": results["probe"][0] - results["own"][0],
+            "monitor_robust_acc": results["probe"][1],
+            "monitor_own_acc": results["own"][1],
+            "monitor_random_acc": results["random"][1],
             "monitor_seconds": time.perf_counter() - t0,
         }
 

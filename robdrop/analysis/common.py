@@ -4,8 +4,7 @@ checkpoints read on first use, seeded randomness, and an eval mode a generator c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,14 +132,6 @@ class Checkpoint:
 def progress(epochs: Iterable[int], desc: str) -> tqdm:
     """The progress bar of a loop over checkpoints."""
     return tqdm(epochs, desc=desc, unit="ckpt", leave=False)
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Random starts and noise fixed by `seed` inside; the caller's RNG state is left as it was."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def own_perturbation(ckpt: Checkpoint, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,11 @@ from robdrop.analysis.common import (
     fixed_test_subset,
     own_perturbation,
     progress,
-    seeded,
 )
 from robdrop.analysis.evaluate import Epochs, resolve_epochs
 from robdrop.attacks import Attack, make_attack
-from robdrop.data import iterate_eval
+from robdrop.attacks.base import seeded
+from robdrop.attacks.evaluate import losses_and_accuracies
 from robdrop.runs import Run
 
 OWN = "own"
@@ -60,13 +60,13 @@ def _accuracy(
     seed: int,
 ) -> float:
     """Accuracy of `model` on x + generate(against, x, y), randomness fixed by `seed`."""
-    correct = 0
-    with seeded(seed, against.device):
-        for xb, yb in iterate_eval(x, y, against.run.config.eval_batch_size, against.device):
-            delta = generate(against, xb, yb)
-            with torch.no_grad():
-                correct += (model(xb + delta).argmax(1) == yb).sum().item()
-    return correct / len(y)
+    generators = {"B": lambda xb, yb: generate(against, xb, yb)}
+    batch_size, device = against.run.config.eval_batch_size, against.device
+    with seeded(seed, device):
+        results = losses_and_accuracies(
+            model, generators, x, y, batch_size=batch_size, device=device
+        )
+    return results["B"][1]
 
 
 def _row(

@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 
 from robdrop.analysis.cache import cached
-from robdrop.analysis.common import Checkpoint, device_of, progress, run_data, seeded, subset
+from robdrop.analysis.common import Checkpoint, device_of, progress, run_data, subset
 from robdrop.attacks import Attack, make_attack
+from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.runs import Run
 

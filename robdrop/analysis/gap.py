@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from robdrop.analysis.cache import cached
 from robdrop.analysis.common import (
@@ -24,11 +23,11 @@ from robdrop.analysis.common import (
     fixed_test_subset,
     own_perturbation,
     progress,
-    seeded,
 )
 from robdrop.analysis.evaluate import Epochs, resolve_epochs
 from robdrop.attacks import Attack, make_attack
-from robdrop.data import iterate_eval
+from robdrop.attacks.base import seeded
+from robdrop.attacks.evaluate import losses_and_accuracies
 from robdrop.runs import Run
 
 
@@ -36,15 +35,16 @@ def _gap(
     ckpt: Checkpoint, attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int
 ) -> pd.DataFrame:
     """One row: mean losses under δ_A and under f_B at this checkpoint, and their difference."""
-    model, sums = ckpt.model, torch.zeros(2, dtype=torch.float64)
+    model = ckpt.model
+    generators = {  # f_B first: the order of the seeded random draws
+        "B": lambda xb, yb: attack(model, xb, yb),
+        "A": lambda xb, yb: own_perturbation(ckpt, xb, yb),
+    }
     with seeded(seed, ckpt.device):
-        for xb, yb in iterate_eval(x, y, ckpt.run.config.eval_batch_size, ckpt.device):
-            delta_b = attack(model, xb, yb)
-            delta_a = own_perturbation(ckpt, xb, yb)
-            with torch.no_grad():
-                for i, delta in enumerate((delta_a, delta_b)):
-                    sums[i] += F.cross_entropy(model(xb + delta), yb, reduction="sum").item()
-    loss_a, loss_b = (sums / len(y)).tolist()
+        results = losses_and_accuracies(
+            model, generators, x, y, batch_size=ckpt.run.config.eval_batch_size, device=ckpt.device
+        )
+    loss_a, loss_b = results["A"][0], results["B"][0]
     return pd.DataFrame(
         [{"epoch": ckpt.epoch, "loss_A": loss_a, "loss_B": loss_b, "gap": loss_b - loss_a}]
     )

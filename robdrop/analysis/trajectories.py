@@ -15,9 +15,9 @@ from robdrop.analysis.common import (
     own_perturbation,
     progress,
     run_data,
-    seeded,
 )
 from robdrop.analysis.evaluate import Epochs, resolve_epochs
+from robdrop.attacks.base import seeded
 from robdrop.runs import Run
 
 STEP_PREFIX = "alpha_"

@@ -33,6 +33,14 @@ def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Random starts and noise fixed by `seed` inside; the caller's RNG state is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def _stay(module: nn.Module, mode: bool = True) -> nn.Module:
     """`nn.Module.train` that leaves the mode as it is."""
     return module
