@@ -29,14 +29,14 @@ def main(runs: tuple[str, ...], size: int, attack: str, device: str) -> None:
     for path in runs:
         run = Run(path)
         data = run_data(run)
-        monitor = UnderfitMonitor(
-            attack, run.config.eps_float, data.val_x[:size], data.val_y[:size], seed=run.config.seed
-        )
+        cfg = run.config
+        x, y = data.val_x[:size], data.val_y[:size]
+        monitor = UnderfitMonitor(attack, cfg.eps_float, x, y, epochs=cfg.epochs, seed=cfg.seed)
         rows: list[dict] = []
         for epoch in run.epochs():
             model, method = run.load(epoch, dev)
-            row = monitor.measure(model, method, dev)
-            rows.append({**row, "monitor_flag": monitor.flag(row, rows), "epoch": epoch})
+            row = {"epoch": epoch, **monitor.measure(model, method, dev)}
+            rows.append({**row, "monitor_flag": monitor.flag(row, rows)})
         frames.append(pd.DataFrame(rows).assign(run=run.name))
     table = pd.concat(frames, ignore_index=True)
     columns = ["run", "epoch", "monitor_gap", "monitor_robust_acc", "monitor_own_acc"]

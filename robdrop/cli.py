@@ -93,7 +93,7 @@ out_option = click.option(
 )
 @preset_option
 @click.option(
-    "--epochs", type=int, help="Number of epochs (preset: 30 for the paper, 15 for mini)."
+    "--epochs", type=int, help="Number of epochs (preset: 30 for the paper, 10 for mini)."
 )
 @click.option("--eps", type=float, help="Training budget ε in /255 units (e.g. 8).")
 @click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR).")
@@ -132,10 +132,22 @@ out_option = click.option(
 )
 @out_option
 @click.option("--name", help="Run folder name (default: <preset>-<method>-eps<ε>-seed<seed>).")
-@click.option("--resume", is_flag=True, help="Continue the run from its last complete epoch.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run (from partial.pt or its last complete epoch), or start it if there "
+    "is none: the same command serves the first launch and every requeue.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, **kw) -> None:
-    """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt."""
+    """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt.
+
+    Under `torchrun --nproc_per_node=N -m robdrop train …` it trains with
+    DistributedDataParallel (NCCL on GPUs, gloo on CPU); --batch-size is the effective batch,
+    split over the N processes. SIGTERM finishes the batch in flight, writes partial.pt and
+    exits 0; --resume continues exactly there.
+    """
+    from robdrop import distributed
     from robdrop.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
@@ -145,8 +157,12 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
     with user_errors():
         cfg = make_config(auto_preset(preset), options=options or None, **kw)
-        run = Trainer(cfg, out, name=name, resume=resume, progress=not quiet).fit()
-    click.echo(f"run written to {run.path}")
+        trainer = Trainer(cfg, out, name=name, resume=resume, progress=not quiet)
+        run = trainer.fit()
+    distributed.stop()
+    if trainer.process.main:
+        done = "interrupted (resume with --resume)" if trainer.interrupted else "written"
+        click.echo(f"run {done}: {run.path}")
 
 
 @main.command()
@@ -429,11 +445,21 @@ def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
 
     Resumable: complete runs are reused, partial ones resumed, analyses read from their cache.
     """
+    from robdrop import distributed
     from robdrop.reproduce import reproduce as run_plan
+    from robdrop.trainer import TrainingInterrupted
 
     with user_errors():
         study, only = make_study(preset, out, kw)
-        timings = run_plan(study, figures_dir, only, command=["robdrop", *sys.argv[1:]])
+        try:
+            timings = run_plan(study, figures_dir, only, command=["robdrop", *sys.argv[1:]])
+        except TrainingInterrupted as stopped:
+            click.echo(f"interrupted: {stopped}")
+            return
+        finally:
+            distributed.stop()
+    if not distributed.from_environment().main:
+        return
     seconds = timings["total_seconds"].iloc[-1] if len(timings) else 0.0
     click.echo(f"done in {seconds:.0f} s; step times in {figures_dir / 'timings.csv'}")
     for path in (p for paths in timings["written"] for p in paths.split()):

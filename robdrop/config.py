@@ -38,17 +38,20 @@ class TrainConfig:
     amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
     channels_last: bool = True  # CUDA only
     device: str = "auto"
-    image_size: int = 224  # ImageNet only
+    image_size: int = 224  # ImageNet only: test images (resize 256/224 · size, centre crop)
+    # ImageNet only: training phases [{"epoch": first epoch, "resize": short side in pixels or
+    # None for the stored images, "crop": random-resized-crop size}]; [] = full images, crop
+    # image_size. The effective batch size stays --batch-size in every phase.
+    resize_phases: list[dict[str, Any]] = field(default_factory=list)
     workers: int = 4  # ImageNet only
     eval_size: int = 1000  # first N test images for the per-epoch quick check
     eval_attack: str = "pgd10"
     eval_batch_size: int = 256
     save_every_epoch: bool = False
-    # the underfitting monitor (robdrop/monitor.py, experimental: its rule is not calibrated
-    # yet): a probe attack such as pgd10, "auto" (pgd10 for single-step methods when a
-    # validation split exists) or "none" (the default until the rule is calibrated)
-    monitor: str = "none"
-    monitor_size: int = 256  # held-out training images in the probe batch
+    # the underfitting monitor (robdrop/monitor.py): a probe attack such as pgd10, "auto" (pgd10
+    # for single-step methods when a validation split exists) or "none"
+    monitor: str = "auto"
+    monitor_size: int = 64  # held-out training images in the probe (64: < 10 % of an FGSM epoch)
     monitor_rule: dict[str, float] = field(default_factory=dict)  # UnderfitRule thresholds
     on_underfit: str = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
     options: dict[str, Any] = field(default_factory=dict)  # method options
@@ -83,6 +86,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr_peak < 1 or self.lr_max <= 0:
             raise ValueError("lr_peak must be in (0, 1) and lr_max positive")
+        if self.resize_phases:
+            if self.dataset != "imagenet":
+                raise ValueError("resize phases are for ImageFolder (imagenet) data only")
+            firsts = [p.get("epoch") for p in self.resize_phases]
+            if firsts[0] != 1 or firsts != sorted(set(firsts)):
+                raise ValueError(f"resize phases must start at epoch 1 and increase, got {firsts}")
+            if any(set(p) != {"epoch", "resize", "crop"} for p in self.resize_phases):
+                raise ValueError("each resize phase is {'epoch': …, 'resize': …, 'crop': …}")
         if self.on_underfit not in ("warn", "stop", "best"):
             raise ValueError(f"--on-underfit is warn, stop or best, not {self.on_underfit!r}")
         known = {f.name for f in dataclasses.fields(UnderfitRule)}
@@ -106,6 +117,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Settings that differ from `other`'s as (ours, theirs); the monitor's own settings
+        do not count when both have it off."""
+        ours, theirs = self.to_dict(), other.to_dict()
+        if self.monitor == other.monitor == "none":
+            for key in ("monitor_size", "monitor_rule", "on_underfit"):
+                ours.pop(key), theirs.pop(key)
+        return {k: (v, theirs[k]) for k, v in ours.items() if theirs[k] != v}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -131,6 +151,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "eval_size": 1000,
         "eval_attack": "pgd10",
+        # Wong et al.'s three phases (their released ImageNet configurations)
+        "resize_phases": [
+            {"epoch": 1, "resize": 160, "crop": 128},
+            {"epoch": 7, "resize": 352, "crop": 224},
+            {"epoch": 13, "resize": None, "crop": 288},
+        ],
     },
     # CPU-sized: one FGSM run in about 2 minutes on 2 cores, the whole study (Figures 1–5,
     # Tables 2 and 6) in the 2-hour budget. At this scale FGSM's collapse depends on the seed

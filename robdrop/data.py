@@ -70,10 +70,18 @@ class ImageData:
         *,
         seed: int = 0,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        world: int = 1,
     ) -> TensorLoader:
-        """Shuffled, augmented minibatches of the training part, on its device."""
+        """Shuffled, augmented minibatches of the training part, on its device (rank's part)."""
         return TensorLoader(
-            self.train_x, self.train_y, batch_size, seed=seed, memory_format=memory_format
+            self.train_x,
+            self.train_y,
+            batch_size,
+            seed=seed,
+            memory_format=memory_format,
+            rank=rank,
+            world=world,
         )
 
 
@@ -228,6 +236,14 @@ class View:
 
 
 @dataclass
+class Shard:
+    """Where a rank's batch sits in the global minibatch of a multi-process (torchrun) run."""
+
+    indices: torch.Tensor  # example indices of the whole global minibatch
+    start: int  # this rank's examples are indices[start : start + len(batch)]
+
+
+@dataclass
 class Batch:
     """Images in [0, 1], labels, example indices into the training set, and the view applied."""
 
@@ -235,6 +251,27 @@ class Batch:
     y: torch.Tensor
     idx: torch.Tensor
     view: View | None = None
+    shard: Shard | None = None  # set when the global minibatch is split over ranks
+
+
+def batch_bounds(n: int, batch_size: int, *, drop_last: bool = False, world: int = 1) -> list:
+    """(start, stop) of each global minibatch; with `world` ranks a last minibatch too small to
+    give every rank an example joins the one before it (so every example is still seen)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if drop_last and bounds and bounds[-1][1] - bounds[-1][0] < batch_size:
+        bounds.pop()
+    if world > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < world:
+        bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
+    if any(stop - start < world for start, stop in bounds):
+        raise ValueError(f"{n} training images cannot give each of {world} processes an example")
+    return bounds
+
+
+def rank_part(size: int, rank: int, world: int) -> slice:
+    """This rank's contiguous part of a global minibatch of `size` examples (sizes ±1)."""
+    base, extra = divmod(size, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 def pad_images(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -246,7 +283,9 @@ class TensorLoader:
     """Shuffled minibatches of a uint8 tensor dataset, augmented on its device in batch.
 
     The order and the augmentation of epoch e depend only on (seed, e), so a resumed run sees
-    exactly the batches an uninterrupted run would.
+    exactly the batches an uninterrupted run would. Under torchrun (`world` > 1) every rank draws
+    the same global minibatches and keeps its part (`rank_part`), so `batch_size` is the
+    effective batch size whatever the number of processes.
     """
 
     def __init__(
@@ -260,14 +299,16 @@ class TensorLoader:
         pad: int = 4,
         drop_last: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size, self.seed, self.augment, self.pad = batch_size, seed, augment, pad
-        self.drop_last, self.memory_format = drop_last, memory_format
+        self.memory_format, self.rank, self.world = memory_format, rank, world
+        self.bounds = batch_bounds(len(y), batch_size, drop_last=drop_last, world=world)
 
     def __len__(self) -> int:
-        n, b = len(self.y), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return len(self.bounds)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch (1-based), in the order fixed by (seed, epoch)."""
@@ -275,19 +316,22 @@ class TensorLoader:
         n, device = len(self.y), self.x.device
         order = torch.randperm(n, generator=gen).to(device)
         size = self.x.shape[-1]
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+        for start, stop in self.bounds:
+            group = order[start:stop]
+            part = rank_part(len(group), self.rank, self.world)
+            idx = group[part]
             x = self.x[idx]
             view = None
-            if self.augment:
-                k = len(idx)
+            if self.augment:  # drawn for the whole global minibatch: the generator stays in step
+                k = len(group)
                 top = torch.randint(0, 2 * self.pad + 1, (k,), generator=gen).to(device)
                 left = torch.randint(0, 2 * self.pad + 1, (k,), generator=gen).to(device)
                 flip = (torch.rand(k, generator=gen) < 0.5).to(device)
-                view = View(top, left, flip, size, self.pad)
+                view = View(top[part], left[part], flip[part], size, self.pad)
                 x = view.take(pad_images(x, self.pad))
             x = (x.float() / 255).contiguous(memory_format=self.memory_format)
-            yield Batch(x, self.y[idx], idx, view)
+            shard = Shard(group, part.start) if self.world > 1 else None
+            yield Batch(x, self.y[idx], idx, view, shard)
 
 
 def iterate_eval(

@@ -3,6 +3,8 @@
 The training set is too large to live on the device, so it streams through torchvision's
 DataLoader; batches still carry example indices. The test set is materialised at a fixed size
 as uint8 tensors (a subset when `test_size` is given) so evaluation code is shared with CIFAR.
+Training may go through resize phases (Wong et al. 2020, Table 5 of the paper): e.g. epochs 1–6 on
+images resized to 160 pixels and cropped to 128, 7–12 on 352 → 224, 13–15 on full images → 288.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from robdrop.data import IMAGENET_STATS, Batch, DatasetNotFound
+from robdrop.data import IMAGENET_STATS, Batch, DatasetNotFound, Shard, batch_bounds, rank_part
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -32,8 +34,46 @@ class _Indexed(torch.utils.data.Dataset):
         return x, y, i
 
 
+@dataclass(frozen=True)
+class Phase:
+    """From training epoch `epoch` on: images resized to `resize` pixels on their short side
+    (None: as stored), then random-resized-cropped to `crop` (Wong et al.'s ImageNet phases)."""
+
+    epoch: int
+    resize: int | None
+    crop: int
+
+
+def phase_of(phases: tuple[Phase, ...], epoch: int, image_size: int) -> Phase:
+    """The phase training epoch `epoch` is in (without phases: full images, `image_size` crops)."""
+    current = Phase(1, None, image_size)
+    for phase in phases:
+        if phase.epoch <= epoch:
+            current = phase
+    return current
+
+
+class _RankBatches(torch.utils.data.Sampler):
+    """This rank's part of every global minibatch of an epoch's seeded permutation."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator, rank: int, world: int):
+        order = torch.randperm(n, generator=gen)
+        self.groups = [order[a:b] for a, b in batch_bounds(n, batch_size, world=world)]
+        self.parts = [rank_part(len(g), rank, world) for g in self.groups]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for group, part in zip(self.groups, self.parts, strict=True):
+            yield group[part].tolist()
+
+
 class FolderLoader:
-    """Shuffled minibatches of an ImageFolder, random-resized-cropped and flipped."""
+    """Shuffled minibatches of an ImageFolder, random-resized-cropped and flipped, phase by phase.
+
+    Under torchrun every rank draws the same global minibatches and loads only its part.
+    """
 
     def __init__(
         self,
@@ -45,38 +85,52 @@ class FolderLoader:
         workers: int,
         device: torch.device | str,
         memory_format: torch.memory_format = torch.contiguous_format,
+        phases: tuple[Phase, ...] = (),
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
-        tf = transforms.Compose(
+        self.dataset = _Indexed(datasets.ImageFolder(str(root)))
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.image_size, self.phases, self.rank, self.world = image_size, phases, rank, world
+        self.device, self.memory_format = torch.device(device), memory_format
+        self.bounds = batch_bounds(len(self.dataset), batch_size, world=world)
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def transform(self, epoch: int) -> transforms.Compose:
+        """The augmentation of training epoch `epoch` (its phase's resize and crop)."""
+        phase = phase_of(self.phases, epoch, self.image_size)
+        resize = [transforms.Resize(phase.resize)] if phase.resize else []
+        return transforms.Compose(
             [
-                transforms.RandomResizedCrop(image_size),
+                *resize,
+                transforms.RandomResizedCrop(phase.crop),
                 transforms.RandomHorizontalFlip(),
                 transforms.PILToTensor(),
             ]
         )
-        self.dataset = _Indexed(datasets.ImageFolder(str(root), transform=tf))
-        self.batch_size, self.seed, self.workers = batch_size, seed, workers
-        self.device, self.memory_format = torch.device(device), memory_format
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch (1-based); order and crops depend only on (seed, epoch)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        sampler = _RankBatches(len(self.dataset), self.batch_size, gen, self.rank, self.world)
+        self.dataset.base.transform = self.transform(epoch)
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=gen,
+            batch_sampler=sampler,
             num_workers=min(self.workers, os.cpu_count() or 1),  # more only oversubscribes
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(gen.initial_seed() + self.rank + 1),
         )
-        for x, y, idx in loader:
+        for (x, y, idx), group, part in zip(loader, sampler.groups, sampler.parts, strict=True):
             x = x.to(self.device, non_blocking=True).float().div_(255)
+            shard = Shard(group.to(self.device), part.start) if self.world > 1 else None
             yield Batch(
                 x.contiguous(memory_format=self.memory_format),
                 y.to(self.device),
                 idx.to(self.device),
+                shard=shard,
             )
 
 
@@ -92,6 +146,7 @@ class FolderData:
     classes: list[str]
     image_size: int
     workers: int = 4
+    phases: tuple[Phase, ...] = ()
     device: torch.device | str = "cpu"
     mean: tuple[float, ...] = IMAGENET_STATS[0]
     std: tuple[float, ...] = IMAGENET_STATS[1]
@@ -124,7 +179,10 @@ class FolderData:
         *,
         seed: int = 0,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        world: int = 1,
     ) -> FolderLoader:
+        """This rank's training minibatches, augmented phase by phase."""
         return FolderLoader(
             self.train_root,
             batch_size,
@@ -133,6 +191,9 @@ class FolderData:
             workers=self.workers,
             device=self.device,
             memory_format=memory_format,
+            phases=self.phases,
+            rank=rank,
+            world=world,
         )
 
 
@@ -142,6 +203,7 @@ def load_imagefolder(
     image_size: int = 224,
     test_size: int | None = None,
     workers: int = 4,
+    phases: tuple[Phase, ...] = (),
 ) -> FolderData:
     """ImageNet from `data_dir/train` and `data_dir/val` (torchvision ImageFolder layout)."""
     root = Path(data_dir).expanduser()
@@ -176,4 +238,5 @@ def load_imagefolder(
         classes=list(train.classes),
         image_size=image_size,
         workers=workers,
+        phases=phases,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from robdrop import distributed
 from robdrop.analysis import figures, tables
 from robdrop.analysis.report import summary
 from robdrop.analysis.study import FIGURES, TABLES, RunSpec, Study, collapse_epoch
@@ -120,7 +121,8 @@ def reproduce(
     train: bool = True,
     command: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Carry out the plan with one progress bar over it; returns the timings.
+    """Carry out the plan with one progress bar over it; returns the timings. Under torchrun
+    every process trains each run (DistributedDataParallel) and rank 0 alone draws and writes.
 
     `timings.csv` gets a row per step and invocation: a restarted reproduction adds its own rows
     (`invocation` 2, 3, …) to those of the killed one, so the summary's wall times add up the
@@ -131,6 +133,11 @@ def reproduce(
     steps = plan(study, only, out)
     core = _core_steps(steps)
     steps = [s for s in steps if train or s.kind != "train"]
+    if not distributed.from_environment().main:  # under torchrun the others only train
+        for step in steps:
+            if step.kind == "train":
+                step.action()
+        return pd.DataFrame()
     path = out / "timings.csv"
     earlier = pd.read_csv(path) if train and path.is_file() else pd.DataFrame()
     if len(earlier) and "invocation" not in earlier:

@@ -101,6 +101,11 @@ class Run:
         atomic_write_text(path / "run.json", json.dumps(info, indent=2) + "\n")
         return cls(path)
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of writes that a killed process never finished."""
+        for p in self.path.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -143,6 +148,20 @@ class Run:
         self.info["stopped"] = {"epoch": epoch, "reason": reason}
         atomic_write_text(self.path / "run.json", json.dumps(self.info, indent=2) + "\n")
 
+    @property
+    def partial_path(self) -> Path:
+        """partial.pt: the mid-epoch state written when SIGTERM stopped training."""
+        return self.path / "partial.pt"
+
+    def save_partial(self, epoch: int, state: dict[str, Any]) -> None:
+        """Atomically write the mid-epoch state of `epoch` (everything a resume needs)."""
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "identity": self.identity()}
+        atomic_write(self.partial_path, lambda f: torch.save({**payload, **state}, f))
+
+    def load_partial(self, map_location: Any = "cpu") -> dict[str, Any] | None:
+        """partial.pt, checked to belong to this run, or None when there is none."""
+        return self._read(self.partial_path, map_location) if self.partial_path.is_file() else None
+
     def examples_path(self, epoch: int) -> Path:
         return self.path / f"examples-{epoch:03d}.pt"
 
@@ -174,6 +193,7 @@ class Run:
         for p in old_examples:
             if p != self.examples_path(epoch):
                 p.unlink(missing_ok=True)
+        self.partial_path.unlink(missing_ok=True)  # the epoch it continued is complete now
         if not keep_previous:
             for e in previous:
                 if e != epoch:
@@ -234,10 +254,14 @@ class Run:
             ) from err
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{path} is not a robdrop checkpoint of format {CHECKPOINT_FORMAT}")
-        if state.get("identity") != self.identity():
-            raise RunError(
-                f"{path} holds {state.get('identity')}, but run {self.name} is {self.identity()}"
+        theirs = state.get("identity") or {}
+        if theirs != self.identity():
+            diffs = "; ".join(
+                f"{key} {theirs.get(key)!r} where run {self.name} has {value!r}"
+                for key, value in self.identity().items()
+                if theirs.get(key) != value
             )
+            raise RunError(f"{path} belongs to another run: {diffs}")
         return state
 
     # -- rebuilding what was trained ---------------------------------------------------------

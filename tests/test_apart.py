@@ -252,3 +252,13 @@ def test_variants_resume(method, data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     examples = sorted(p.name for p in (tmp_path / f"mini-{method}-eps8-seed0").glob("examples-*"))
     assert examples == ([] if method == "apart-noinit" else ["examples-001.pt"])
+
+
+def test_omega_refuses_batches_of_another_size_with_one_sentence(tiny_model, cifar):
+    """Folder data has no crop view; an ImageNet resize phase makes batches smaller than ω."""
+    method = make("apart", tiny_model, cifar)
+    batch = first_batch(cifar, 8)
+    small = Batch(batch.x[..., :24, :24], batch.y, batch.idx, None)
+    with pytest.raises(ValueError, match="resize phases"):
+        method.train_step(small, frozen_sgd(tiny_model), no_scaler())
+    assert method.perturb(Batch(batch.x, batch.y, batch.idx, None)).shape == batch.x.shape

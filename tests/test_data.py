@@ -153,3 +153,49 @@ def test_imagefolder_trains_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     run = Run(tmp_path / "runs" / "paper-imagenet-r50-fgsm-eps2-seed0")
     assert run.data["num_train"] == 6 and run.epochs() == [1]
+
+
+def test_imagefolder_resize_phases_and_rank_shards(tmp_path):
+    from robdrop.folder_data import Phase, load_imagefolder
+
+    _write_imagefolder(tmp_path, per_class=5)
+    phases = (Phase(1, 40, 24), Phase(3, None, 32))
+    d = load_imagefolder(tmp_path, image_size=16, workers=0, phases=phases)
+    loader = d.train_loader(4, seed=2)
+    sizes = {e: {b.x.shape[-1] for b in loader.epoch(e)} for e in (1, 2, 3, 4)}
+    assert sizes == {1: {24}, 2: {24}, 3: {32}, 4: {32}}
+    assert d.test_x.shape[-1] == 16  # evaluation keeps its own size
+    ranks = [d.train_loader(4, seed=2, rank=r, world=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(loader) == 3  # 10 images: 4, 4, 2 per global minibatch
+    shards = zip(*(r.epoch(1) for r in ranks), strict=True)
+    for parts, whole in zip(shards, loader.epoch(1), strict=True):
+        assert torch.equal(parts[0].shard.indices, whole.idx)
+        assert torch.equal(torch.cat([p.idx for p in parts]), whole.idx)
+
+
+def test_resize_phases_train_through_the_trainer(tmp_path):
+    from robdrop.config import make_config
+    from robdrop.trainer import Trainer
+
+    _write_imagefolder(tmp_path / "imagenet")
+    phases = [{"epoch": 1, "resize": 40, "crop": 24}, {"epoch": 2, "resize": None, "crop": 32}]
+    cfg = make_config("paper-imagenet-r50", model="prn18", width=4, epochs=2, batch_size=4,
+                      eval_size=4, image_size=32, data_dir=str(tmp_path / "imagenet"),
+                      resize_phases=phases, workers=0)  # fmt: skip
+    run = Trainer(cfg, tmp_path / "runs", progress=False).fit()
+    assert run.epochs() == [2] and len(run.metrics()) == 2
+    assert run.config.resize_phases == phases
+    with pytest.raises(ValueError, match="must start at epoch 1"):
+        make_config("paper-imagenet-r50", resize_phases=phases[1:])
+
+
+def test_the_imagenet_preset_has_wong_et_al_phases():
+    from robdrop.config import make_config
+
+    cfg = make_config("paper-imagenet-r50")
+    assert [(p["epoch"], p["resize"], p["crop"]) for p in cfg.resize_phases] == [
+        (1, 160, 128),
+        (7, 352, 224),
+        (13, None, 288),
+    ]
+    assert (cfg.epochs, cfg.eps, cfg.lr_max, cfg.model) == (15, 2.0, 0.4, "resnet50")

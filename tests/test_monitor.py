@@ -35,7 +35,7 @@ def test_monitor_writes_its_columns_every_epoch(data_dir, tmp_path) -> None:
 
 
 def test_stop_ends_the_run_keeps_best_and_resume_does_not_continue(data_dir, tmp_path) -> None:
-    always = ("--monitor-rule", "noise_margin=1.0", "--on-underfit", "stop", "--epochs", "3")
+    always = ("--monitor-rule", "noise_margin=-1", "--on-underfit", "stop", "--epochs", "3")
     result = train(data_dir, tmp_path, "fgsm", *always)
     assert result.exit_code == 0, result.output
     run = Run(tmp_path / "mini-fgsm-eps8-seed0")
@@ -62,16 +62,20 @@ def test_best_keeps_training_and_the_most_robust_epoch(data_dir, tmp_path) -> No
     assert metrics.loc[best["epoch"], "monitor_robust_acc"] == metrics["monitor_robust_acc"].max()
 
 
-def test_rule_fires_on_noise_level_and_on_a_gap_jump() -> None:
+def test_rule_fires_on_a_gap_jump_with_falling_robustness_and_on_noise_level() -> None:
     rule = UnderfitRule()
-    healthy = {"monitor_own_acc": 0.2, "monitor_random_acc": 0.6, "monitor_gap": 0.2}
-    assert rule.check(healthy, [0.2, 0.2]) == ""
-    noise = {**healthy, "monitor_own_acc": 0.59}
-    assert rule.check(noise, [0.2, 0.2]) == "noise"
-    jump = {**healthy, "monitor_gap": 1.0}
-    assert rule.check(jump, [0.2, 0.25]) == "gap"
-    assert rule.check(jump, [0.2]) == ""  # too early to tell a jump
-    assert rule.check({**jump, "monitor_own_acc": 0.6}, [0.2, 0.2]) == "noise+gap"
+    healthy = {"epoch": 9, "monitor_own_acc": 0.2, "monitor_random_acc": 0.3, "monitor_gap": 0.6}
+    history = [{**healthy, "epoch": e, "monitor_robust_acc": 0.14} for e in range(1, 9)]
+    row = {**healthy, "monitor_robust_acc": 0.12}
+    assert rule.check(row, history, 30) == ""
+    jump = {**row, "monitor_gap": 1.0, "monitor_robust_acc": 0.08}  # 1.67 × median, +0.4 nats
+    assert rule.check(jump, history, 30) == "gap"
+    assert rule.check({**jump, "monitor_robust_acc": 0.12}, history, 30) == ""  # robust holds
+    assert rule.check({**jump, "monitor_gap": 0.85}, history, 30) == ""  # +0.25 nats only
+    assert rule.check({**jump, "epoch": 7}, history[:6], 30) == ""  # warm-up: 7 ≤ 0.25 · 30
+    noise = {**row, "monitor_own_acc": 0.36}
+    assert rule.check(noise, history, 30) == "noise"
+    assert rule.check({**jump, "monitor_own_acc": 0.36}, history, 30) == "gap+noise"
 
 
 def test_monitor_without_held_out_images_fails_with_one_sentence(data_dir, tmp_path) -> None:

@@ -97,7 +97,7 @@ def test_corrupted_and_foreign_checkpoints_fail_clearly(data_dir, tmp_path):
     ckpt = run.checkpoint_path(2)
     # a checkpoint of another model in this run's folder
     ckpt.write_bytes(Run(tmp_path / "other").checkpoint_path(1).read_bytes())
-    with pytest.raises(RunError, match="but run mini-fgsm-eps8-seed0 is"):
+    with pytest.raises(RunError, match="belongs to another run: model 'prn20' where run mini-fgsm"):
         run.load(2)
     result = CliRunner().invoke(
         main, [*tiny_train_args(data_dir, tmp_path, "fgsm", "--epochs", "3"), "--resume"]
@@ -145,3 +145,30 @@ def test_a_malicious_checkpoint_does_not_run_its_payload(data_dir, tmp_path):
     # the same file through an unsafe load would have run the payload: the test can fail
     torch.load(run.checkpoint_path(1), weights_only=False)
     assert target.exists()
+
+
+@pytest.mark.parametrize("kind", ["examples", "partial", "best", "eval"])
+def test_no_run_file_executes_code_when_read(kind, data_dir, tmp_path):
+    """Per-example buffers, mid-epoch states, best.pt, and `robdrop eval` read weights only."""
+    assert (
+        cli(*tiny_train_args(data_dir, tmp_path, "apart", "--on-underfit", "best")).exit_code == 0
+    )
+    run = Run(tmp_path / "mini-apart-eps8-seed0")
+    target = tmp_path / "pwned"
+    payload = {"format": 1, "omega": _Payload(str(target))}
+    path = {
+        "examples": run.examples_path(1),
+        "partial": run.partial_path,
+        "best": run.best_path,
+        "eval": run.checkpoint_path(1),
+    }[kind]
+    torch.save(payload, path)
+    if kind == "eval":
+        result = CliRunner().invoke(main, ["eval", str(run.path), "--n", "8", "-a", "clean"])
+        assert result.exit_code != 0 and "not a robdrop checkpoint" in result.output
+    else:
+        read = {"examples": lambda: run.load_examples(1), "partial": run.load_partial,
+                "best": run.load_best}[kind]  # fmt: skip
+        with pytest.raises(RunError, match="corrupted"):
+            read()
+    assert not target.exists()

@@ -84,6 +84,8 @@ class RunSpec:
 
 def run_spec(preset: str, method: str, **overrides: Any) -> RunSpec:
     """The run of `method` under `preset` (with overrides such as eps or model) and its name."""
+    # the methods as published: no underfitting monitor
+    overrides = {"monitor": "none", **overrides}
     cfg = make_config(preset, method=method, save_every_epoch=True, **overrides)
     suffix = f"-{cfg.model}" if "model" in overrides else ""
     return RunSpec(cfg, cfg.default_name() + suffix)

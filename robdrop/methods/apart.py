@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robdrop import distributed
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast, clip_delta, model_mode
 from robdrop.data import Batch, View
 from robdrop.methods.base import Method, MethodContext, StepResult
@@ -111,6 +112,13 @@ class APART(Method):
         """The batch's crop/flip; without augmentation the centre crop (the unpadded image)."""
         if batch.view is not None:
             return batch.view
+        size = self.ctx.image_shape[-1]
+        if batch.x.shape[-1] != size:
+            raise ValueError(
+                f"APART keeps ω at the data's {size}×{size} images and this batch is "
+                f"{batch.x.shape[-1]}×{batch.x.shape[-1]} (ImageNet resize phases): train "
+                "without resize_phases, or without ω (-o init=false)"
+            )
         n, device = len(batch.idx), batch.idx.device
         at = torch.full((n,), self.ctx.pad, device=device)
         flip = torch.zeros(n, dtype=torch.bool, device=device)
@@ -182,12 +190,13 @@ class APART(Method):
         blocks = [alpha * s for alpha, s in zip(self.block_alphas, sign_blocks, strict=True)]
         arm = armed(self.model, blocks) if self.layerwise else nullcontext()
         with arm, autocast(self.ctx.amp, x.device):
-            logits = self.model(x + delta)
+            logits = self.learner(x + delta)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         self.step_optimizer.zero_grad(set_to_none=True)
         scale = scaler.get_scale()
         scaler.scale(loss).backward()
+        distributed.average_gradients(self.alphas.values())  # DDP averages θ's only
         omega_step = (a["alpha_input"] / a["alpha_omega"]).detach() if self.learn_init else None
         scaler.unscale_(self.step_optimizer)  # ∂L/∂α in true units (a no-op without AMP)
         scaler.step(optimizer)
@@ -198,6 +207,8 @@ class APART(Method):
                 new = (omega + omega_step * omega.grad.sign()).clamp_(-1, 1)
                 view = self._view(batch)
                 self.omega[batch.idx] = view.put(self.omega[batch.idx], new)
+        if omega is not None:
+            distributed.share_rows(self.omega, batch)
         return self.result(loss, logits, y)
 
     def schedule(self, progress: float) -> None:

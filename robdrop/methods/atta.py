@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robdrop import distributed
 from robdrop.attacks import PGD, clip_delta
 from robdrop.data import Batch, View
 from robdrop.methods.base import MethodContext, StepResult
@@ -63,6 +64,7 @@ class ATTA(PGDTraining):
         """One step on x + δ; δ is stored back for the example's next visit."""
         delta = self.perturb(batch)
         self.delta[batch.idx] = self._view(batch).put(self.delta[batch.idx], delta)
+        distributed.share_rows(self.delta, batch)
         return self.descend(batch.x + delta, batch.y, optimizer, scaler)
 
     def state_dict(self) -> dict[str, Any]:

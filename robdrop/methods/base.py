@@ -78,6 +78,10 @@ class Method:
             )
         self.model, self.ctx, self.param = model, ctx, param
         self.options = {**self.defaults, **ctx.options}
+        # the module whose forward the θ step differentiates: the model, or under torchrun its
+        # DistributedDataParallel wrapper (set by the trainer). Perturbations use `model` itself,
+        # so only the training forward synchronises gradients across ranks.
+        self.learner: nn.Module = model
 
     # -- the perturbation generator f_A -------------------------------------------------------
     def perturb(self, batch: Batch) -> torch.Tensor:
@@ -108,7 +112,7 @@ class Method:
     ) -> StepResult:
         """θ ← θ − μ ∂L/∂θ on (x, y), with mixed precision where enabled."""
         with autocast(self.ctx.amp, x.device):
-            logits = self.model(x)
+            logits = self.learner(x)
         loss = F.cross_entropy(logits.float(), y)
         self.optimise(loss, optimizer, scaler)
         return self.result(loss, logits, y)

@@ -85,7 +85,7 @@ class GradAlign(Method):
         x, y = batch.x.detach(), batch.y
         delta, g1 = self._fgsm(x, y)
         with autocast(self.ctx.amp, x.device):
-            logits = self.model(x + delta.detach())
+            logits = self.learner(x + delta.detach())
         loss = F.cross_entropy(logits.float(), y)
         reg = self.regulariser(x, y, g1) if self.lam > 0 else loss.new_zeros(())
         self.optimise(loss + reg, optimizer, scaler)

@@ -1,0 +1,167 @@
+"""Issue 8's check of the underfitting monitor, on live training runs of the mini preset:
+
+    python benchmarks/monitor_check.py --data-dir ../shared/data --out RUNS --epochs 30
+
+Trains (or reuses) with the monitor at its defaults (pgd10 probe on 64 held-out images):
+- FGSM per seed with `--on-underfit best` (all epochs, flags recorded): the monitor must flag
+  the lasting drop of the test PGD-20 accuracy within ±1 epoch; and for the first seed once more
+  with `--on-underfit stop`, which must stop at the flag with a best.pt within 2 points of the
+  best epoch's PGD-20 and train exactly like the full run until then (the monitor draws its
+  randomness from its own seeded generator). For the other seeds the stop is read off the full
+  run: the first flag, and the epoch of highest probe accuracy up to it;
+- APART (single-step, monitored by default) and PGD-10 (`--monitor pgd10`): no flag at all.
+The lasting drop is the first epoch from which the test PGD-20 accuracy stays below half of the
+best accuracy before it. `--methods` trains a subset (to run chains side by side); the report
+needs all runs. Writes docs/results/monitor_check.md and .png.
+"""
+
+from __future__ import annotations
+
+import click
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from common import RESULTS, write_result
+
+from robdrop.config import make_config
+from robdrop.runs import Run
+from robdrop.trainer import ensure_trained
+
+COLUMN = "test_pgd20_acc"
+
+
+def lasting_drop(curve: pd.Series, drop: float = 0.5) -> int | None:
+    """The first epoch from which accuracy stays below `drop` × the best accuracy before it."""
+    best_before = curve.cummax().shift(1)
+    below = (curve < drop * best_before) & best_before.notna()
+    for epoch in curve.index:
+        if below.loc[epoch:].all():
+            return int(epoch)
+    return None
+
+
+def specs(seeds: list[int]) -> list[tuple[str, int, str]]:
+    """(method, seed, reaction) of every run the check needs."""
+    first = [("fgsm", seeds[0], "best"), ("fgsm", seeds[0], "stop"), ("apart", seeds[0], "warn")]
+    return [*first, *(("fgsm", s, "best") for s in seeds[1:]), ("pgd10", seeds[0], "warn")]
+
+
+def train(method: str, seed: int, reaction: str, epochs: int, data_dir: str, out: str) -> Run:
+    monitor = "pgd10" if method == "pgd10" else None  # the default monitors single-step methods
+    cfg = make_config(
+        "mini",
+        method=method,
+        seed=seed,
+        epochs=epochs,
+        eval_attack="pgd20",
+        save_every_epoch=True,
+        data_dir=data_dir,
+        monitor=monitor,
+        on_underfit=reaction,
+    )
+    return ensure_trained(cfg, out, name=f"mini-{method}-seed{seed}-{epochs}ep-{reaction}")
+
+
+def fgsm_row(full: Run, stopped: Run | None) -> dict:
+    """What the check asks of one FGSM seed (the stop read off the full run without `stopped`)."""
+    m = full.metrics().set_index("epoch")
+    curve = m[COLUMN]
+    flags = m.index[m["monitor_flag"].fillna("") != ""].tolist()
+    drop = lasting_drop(curve)
+    if stopped is None:
+        stop_epoch = flags[0] if flags else None
+        kept = m["monitor_robust_acc"].loc[: stop_epoch or len(m)]
+        best_epoch, same = int(kept[kept == kept.max()].index[-1]), "(read off)"
+    else:
+        stop_epoch = stopped.info.get("stopped", {}).get("epoch")
+        best_epoch = stopped.load_best()["epoch"]
+        same = stopped.metrics().set_index("epoch")[COLUMN].equals(curve.loc[: stop_epoch or 0])
+    return {
+        "seed": full.config.seed,
+        "lasting drop": drop,
+        "first flag": flags[0] if flags else None,
+        "flag within ±1": bool(flags and drop and abs(flags[0] - drop) <= 1),
+        "stopped after": stop_epoch,
+        "best.pt epoch": best_epoch,
+        "best.pt PGD-20 %": 100 * curve.loc[best_epoch],
+        "best epoch PGD-20 %": 100 * curve.max(),
+        "within 2 points": 100 * (curve.max() - curve.loc[best_epoch]) <= 2,
+        "stopped run = full run until the stop": same,
+    }
+
+
+def plot(runs: dict[str, Run]) -> plt.Figure:
+    """Test PGD-20 accuracy and the monitor's gap per epoch, flags marked."""
+    frames = [r.metrics().assign(run=name) for name, r in runs.items() if "stop" not in name]
+    data = pd.concat(frames, ignore_index=True)
+    data["PGD-20 %"] = 100 * data[COLUMN]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.lineplot(data=data, x="epoch", y="PGD-20 %", hue="run", marker="o", ax=axes[0])
+    sns.lineplot(data=data, x="epoch", y="monitor_gap", hue="run", marker="o", ax=axes[1])
+    flagged = data[data["monitor_flag"].fillna("") != ""]
+    axes[1].scatter(flagged["epoch"], flagged["monitor_gap"], s=90, facecolors="none",
+                    edgecolors="red", label="flag")  # fmt: skip
+    axes[0].set_title("test PGD-20 accuracy (mini, 250 images)")
+    axes[1].set_title("monitor: G_method→PGD-10 on 64 held-out images")
+    axes[1].set_ylabel("gap (nats)")
+    axes[1].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@click.command()
+@click.option("--data-dir", default="../shared/data")
+@click.option("--out", default="checkpoints", help="Where the runs live (reused if complete).")
+@click.option("--epochs", default=30)
+@click.option("--seeds", default="1,2", help="FGSM seeds (the rule was chosen on seed 1).")
+@click.option("--methods", default="fgsm,apart,pgd10", help="Train only these (then report).")
+def main(data_dir: str, out: str, epochs: int, seeds: str, methods: str) -> None:
+    seed_list = [int(s) for s in seeds.split(",")]
+    wanted = methods.split(",")
+    runs = {}
+    for method, seed, reaction in specs(seed_list):
+        if method in wanted:
+            run = train(method, seed, reaction, epochs, data_dir, out)
+            runs[f"{method} seed {seed} {reaction}"] = run
+    if set(wanted) != {"fgsm", "apart", "pgd10"}:
+        click.echo("trained; run without --methods for the report")
+        return
+    fgsm = pd.DataFrame(
+        [fgsm_row(runs[f"fgsm seed {s} best"], runs.get(f"fgsm seed {s} stop")) for s in seed_list]
+    )
+    others = []
+    for name, run in runs.items():
+        m = run.metrics()
+        others.append(
+            {
+                "run": name,
+                "epochs": len(m),
+                "flags": int((m["monitor_flag"].fillna("") != "").sum()),
+                "flagged epochs": " ".join(
+                    str(e) for e in m.loc[m["monitor_flag"].fillna("") != "", "epoch"]
+                ),
+                "max gap": m["monitor_gap"].max(),
+                "monitor s / epoch": m["monitor_seconds"].mean(),
+                "training s / epoch": m["seconds"].mean(),
+                "monitor / epoch %": 100 * m["monitor_seconds"].mean() / m["seconds"].mean(),
+            }
+        )
+    fig = plot(runs)
+    fig.savefig(RESULTS / "monitor_check.png", dpi=120)
+    body = (
+        "FGSM (rule chosen on seed 1; other seeds are held out):\n\n"
+        f"{fgsm.round(1).to_markdown(index=False)}\n\n"
+        "Every run (monitor cost relative to its own training epoch, same process):\n\n"
+        f"{pd.DataFrame(others).round(3).to_markdown(index=False)}\n\n"
+        "![monitor check](monitor_check.png)\n"
+    )
+    click.echo(body)
+    click.echo(f"written to {write_result('monitor_check', body)}")
+
+
+if __name__ == "__main__":
+    main()
