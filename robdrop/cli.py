@@ -14,7 +14,7 @@ import click
 import pandas as pd
 import torch
 
-from robdrop.attacks import SPEC_HELP
+from robdrop.attacks import SPEC_HELP, MissingExtra
 from robdrop.config import PRESETS, make_config
 from robdrop.data import DatasetNotFound
 from robdrop.runs import RunError, find_runs
@@ -55,7 +55,7 @@ class Failure(click.ClickException):
     """Exit 1 with one sentence (no traceback) for the errors a user can fix."""
 
 
-USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError)
+USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError, MissingExtra)
 
 
 @contextmanager
