@@ -389,6 +389,11 @@ def study_options(command: Callable) -> Callable:
             is_flag=True,
             help="Add GradAlign and N-FGSM to Tables 2–4 and Figure 5.",
         ),
+        click.option(
+            "--autoattack/--no-autoattack",
+            default=True,
+            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs torchattacks).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -416,6 +421,7 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         device=kw["device"],
         config=config,
         later_methods=kw["later_methods"],
+        autoattack=kw["autoattack"],
         **extra,
     )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None

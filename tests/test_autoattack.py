@@ -1,5 +1,5 @@
 """AutoAttack through torchattacks, in the style of torchattacks' tests: properties on real images
-and a tiny model, and `robdrop eval --attack autoattack` cached."""
+and a tiny model, `robdrop eval --attack autoattack` cached, and Tables 2–4's column."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from robdrop.analysis.study import Study
+from robdrop.analysis.tables import presentable
 from robdrop.attacks import AutoAttack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
@@ -138,3 +140,21 @@ def test_missing_torchattacks_is_one_sentence(tiny_run, monkeypatch):
     assert result.output.strip() == (
         "Error: the autoattack attack needs torchattacks: pip install robdrop[compare]"
     )
+
+
+def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
+    study = Study(tmp_path, "mini")
+    assert study.table_attacks("table2")[-1] == "autoattack"
+    assert "autoattack" not in Study(tmp_path, "mini", autoattack=False).table_attacks("table2")
+    assert "autoattack" not in study.table_attacks("table6")
+    # a table of the paper's rows only (no such runs here): the column is there, empty, shown "–"
+    shown = presentable(study.table("table3"), "table3")
+    assert list(shown.columns[:6]) == [
+        "method",
+        "source",
+        "clean (%)",
+        "PGD-20 (%)",
+        "C&W-20 (%)",
+        "AutoAttack (%)",
+    ]
+    assert set(shown["AutoAttack (%)"]) == {"–"}
