@@ -14,7 +14,7 @@ import click
 import pandas as pd
 import torch
 
-from robdrop.attacks import SPEC_HELP
+from robdrop.attacks import SPEC_HELP, MissingExtra
 from robdrop.config import PRESETS, make_config
 from robdrop.data import DatasetNotFound
 from robdrop.runs import RunError, find_runs
@@ -55,7 +55,7 @@ class Failure(click.ClickException):
     """Exit 1 with one sentence (no traceback) for the errors a user can fix."""
 
 
-USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError)
+USER_ERRORS = (ValueError, RunError, DatasetNotFound, FileNotFoundError, MissingExtra)
 
 
 @contextmanager
@@ -405,6 +405,11 @@ def study_options(command: Callable) -> Callable:
             is_flag=True,
             help="Add GradAlign and N-FGSM to Tables 2–4 and Figure 5.",
         ),
+        click.option(
+            "--autoattack/--no-autoattack",
+            default=True,
+            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs torchattacks).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -432,6 +437,7 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         device=kw["device"],
         config=config,
         later_methods=kw["later_methods"],
+        autoattack=kw["autoattack"],
         **extra,
     )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None

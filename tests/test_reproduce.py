@@ -5,6 +5,7 @@ figures` redraws from the runs alone."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.analysis.study import FIGURES, TABLES, Study, collapse_epoch
+from robdrop.attacks import AutoAttack, make_attack
 from robdrop.cli import main
 from robdrop.runs import find_runs
 
@@ -31,11 +33,12 @@ SWEEP = ("4", "8")
 
 
 def study_args(data_dir: Path, runs: Path, figures: Path, *extra: str) -> list[str]:
+    """The tiny study without AutoAttack: its Square attack alone would take ~100 s here."""
     settings = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     return [
         "--preset", "mini", "--out", str(runs), "--figures-dir", str(figures),
         "--data-dir", str(data_dir), "--n", "64", "--sweep-eps", ",".join(SWEEP),
-        "--sweep-method", "ffgsm", "--sweep-method", "apart", *settings, *extra,
+        "--sweep-method", "ffgsm", "--sweep-method", "apart", "--no-autoattack", *settings, *extra,
     ]  # fmt: skip
 
 
@@ -84,16 +87,19 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
 
 def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
-    study = Study(runs, "mini", n=64)
+    study = Study(runs, "mini", n=64, autoattack=False)
     table2 = study.table("table2")
     ours = table2[table2["source"] == "robdrop mini"].set_index("method")
     assert list(ours.index) == ["fgsm", "ffgsm", "free8", "pgd10", "atta10", "apart"]
     for column in ("clean", "pgd20", "cw20", "gauss"):
         assert ours[column].between(0, 100).all()
     assert (ours["pgd20"] <= ours["clean"] + 1e-9).all()
+    assert ours["autoattack"].isna().all()  # --no-autoattack: the column is there, empty
+    assert " AutoAttack (%) " in (study_dirs[1] / "table2.md").read_text()
     assert (ours["seconds"] > 0).all()
     paper = table2[table2["source"] == "paper Table 2"].set_index("method")
     assert paper.loc["apart", "pgd20"] == 49.30
+    assert paper["autoattack"].isna().all()  # the paper reports no AutoAttack
     table6 = study.table("table6")
     assert list(table6[table6["source"] == "robdrop mini"]["method"]) == [
         "apart",
@@ -103,6 +109,23 @@ def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Pa
     # no WRN-34-10, CIFAR-100 or ImageNet runs here: those tables are the paper's, labelled
     for name in ("table3", "table4", "table5"):
         assert set(study.table(name)["source"]) == {f"paper {name.replace('table', 'Table ')}"}
+
+
+def test_autoattack_column_is_evaluated_on_the_pgd20_images(
+    study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With AutoAttack's δ replaced by PGD-20's, its column must equal PGD-20's: the same last
+    checkpoint, images and seed. (AutoAttack itself is tested in test_autoattack.py; the real
+    one would take ~100 s on these runs.) A copy keeps the fixture's cache clean; copytree
+    keeps modification times, so the copy's cached evaluations stay valid."""
+    pytest.importorskip("torchattacks", reason="needs the compare extra")
+    runs = shutil.copytree(study_dirs[0], tmp_path / "runs")
+    pgd20 = make_attack("pgd20", 8 / 255)
+    monkeypatch.setattr(AutoAttack, "perturb", lambda self, *args: pgd20.perturb(*args))
+    table2 = Study(runs, "mini", n=64).table("table2")
+    ours = table2[table2["source"] == "robdrop mini"]
+    assert ours["pgd20"].notna().all()
+    assert ours["autoattack"].tolist() == ours["pgd20"].tolist()
 
 
 def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
@@ -203,6 +226,7 @@ def test_notebook_runs_all_against_the_fixture(
     monkeypatch.setenv("ROBDROP_RUNS_DIR", str(runs))
     monkeypatch.setenv("ROBDROP_DATA_DIR", str(data_dir.absolute()))
     monkeypatch.setenv("ROBDROP_N", "64")
+    monkeypatch.setenv("ROBDROP_AUTOATTACK", "0")  # as the fixture was made
     monkeypatch.setenv("ROBDROP_FIGURES_DIR", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(notebook, as_version=4)

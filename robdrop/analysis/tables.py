@@ -22,6 +22,7 @@ HEADERS = {
     "pgd20": "PGD-20 (%)",
     "pgd10": "PGD-10 (%)",
     "cw20": "C&W-20 (%)",
+    "autoattack": "AutoAttack (%)",
     "gauss": "Gaussian (%)",
     "seconds": "time/epoch (s)",
     "hours": "time (h)",
@@ -41,7 +42,8 @@ def presentable(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
     names = ABLATION_NAMES if name == "table6" else {}
     methods = frame["method"].map(lambda key: names.get(key) or display_name(key))
     shown = frame[columns].assign(method=methods)
-    shown = shown.round({"clean": 2, "pgd20": 2, "pgd10": 2, "cw20": 2, "gauss": 2})
+    accuracies = ("clean", "pgd20", "pgd10", "cw20", "autoattack", "gauss")
+    shown = shown.round(dict.fromkeys(accuracies, 2))
     shown = shown.round({"seconds": 1, "hours": 2})
     # the paper gives no time or collapse for some rows: a dash, not "nan"
     shown = shown.astype(object).where(shown.notna(), "–")

@@ -1,6 +1,7 @@
 """Perturbation generators by short spec; one registry for training, evaluation and analysis.
 
-Specs: clean, fgsm, ffgsm (F+FGSM), pgd<N>, cw<N>, random, gauss. Budgets are floats in image
+Specs: clean, fgsm, ffgsm (F+FGSM), pgd<N>, cw<N>, random, gauss, autoattack (torchattacks'
+standard AutoAttack; evaluation only, needs the `compare` extra). Budgets are floats in image
 units here (`eps=8/255`); `--to pgd10` in an analysis means exactly the PGD-10 used to train.
 """
 
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import re
 
+from robdrop.attacks.autoattack import AutoAttack, MissingExtra
 from robdrop.attacks.base import Attack, clip_delta, input_gradient, model_mode, uniform_start
 from robdrop.attacks.noise import Clean, GaussianNoise, UniformNoise
 from robdrop.attacks.pgd import PGD
 
-SPEC_HELP = "clean, fgsm, ffgsm, pgd<N>, cw<N>, random, gauss"
+SPEC_HELP = "clean, fgsm, ffgsm, pgd<N>, cw<N>, random, gauss, autoattack"
 
 
 def make_attack(
@@ -38,6 +40,8 @@ def make_attack(
         return UniformNoise(eps, **kw)
     if spec == "gauss":
         return GaussianNoise(eps, sigma=sigma, **kw)
+    if spec == "autoattack":
+        return AutoAttack(eps, **kw)
     if spec == "fgsm":
         return PGD(eps, 1, eps, random_start=False, **kw)
     if spec in ("ffgsm", "f+fgsm"):
@@ -54,8 +58,10 @@ __all__ = [
     "PGD",
     "SPEC_HELP",
     "Attack",
+    "AutoAttack",
     "Clean",
     "GaussianNoise",
+    "MissingExtra",
     "UniformNoise",
     "clip_delta",
     "input_gradient",
