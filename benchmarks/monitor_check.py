@@ -145,6 +145,8 @@ def main(data_dir: str, out: str, epochs: int, seeds: str, methods: str) -> None
                     str(e) for e in m.loc[m["monitor_flag"].fillna("") != "", "epoch"]
                 ),
                 "max gap": m["monitor_gap"].max(),
+                "max own − noise (points)": 100
+                * (m["monitor_own_acc"] - m["monitor_random_acc"]).max(),
                 "monitor s / epoch": m["monitor_seconds"].mean(),
                 "training s / epoch": m["seconds"].mean(),
                 "monitor / epoch %": 100 * m["monitor_seconds"].mean() / m["seconds"].mean(),

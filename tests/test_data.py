@@ -199,3 +199,16 @@ def test_the_imagenet_preset_has_wong_et_al_phases():
         (13, None, 288),
     ]
     assert (cfg.epochs, cfg.eps, cfg.lr_max, cfg.model) == (15, 2.0, 0.4, "resnet50")
+
+
+def test_the_imagenet_preset_trains_resnet50_through_its_first_phase(tmp_path):
+    from robdrop.config import make_config
+    from robdrop.trainer import Trainer
+
+    _write_imagefolder(tmp_path / "imagenet", size=96)
+    cfg = make_config("paper-imagenet-r50", epochs=1, batch_size=6, eval_size=2, image_size=64,
+                      eval_attack="pgd1", data_dir=str(tmp_path / "imagenet"), workers=0,
+                      monitor="none")  # fmt: skip
+    run = Trainer(cfg, tmp_path / "runs", progress=False).fit()
+    model, _ = run.load()
+    assert type(model.net).__name__ == "ResNet" and run.metrics()["train_loss"].notna().all()
