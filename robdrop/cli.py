@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -429,6 +430,14 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
     if kw["sweep_methods"]:
         extra["sweep_methods"] = tuple(kw["sweep_methods"])
     n = kw["n"] if kw["n"] is not None else default_n(preset)
+    autoattack = kw["autoattack"]
+    if autoattack and importlib.util.find_spec("torchattacks") is None:
+        click.echo(
+            "AutoAttack column left empty: torchattacks is not installed "
+            "(pip install -e '.[compare]', kept apart as it pins an old requests)",
+            err=True,
+        )
+        autoattack = False
     study = Study(
         out,
         preset,
@@ -437,7 +446,7 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         device=kw["device"],
         config=config,
         later_methods=kw["later_methods"],
-        autoattack=kw["autoattack"],
+        autoattack=autoattack,
         **extra,
     )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None

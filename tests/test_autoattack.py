@@ -158,3 +158,22 @@ def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
         "AutoAttack (%)",
     ]
     assert set(shown["AutoAttack (%)"]) == {"–"}
+
+
+def test_reproduce_without_torchattacks_says_so_and_leaves_the_column_empty(
+    monkeypatch, data_dir, tmp_path
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torchattacks" else find_spec(name, *a),
+    )
+    args = ["figures", "--preset", "mini", "--out", str(tmp_path / "runs"), "--only", "table3",
+            "--figures-dir", str(tmp_path / "fig"), "--data-dir", str(data_dir)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "AutoAttack column left empty: torchattacks is not installed" in result.output
+    assert (tmp_path / "fig" / "table3.md").is_file()
