@@ -37,6 +37,11 @@ from robdrop.trainer import ensure_trained
 COLUMN = "test_pgd20_acc"
 
 
+def flagged(metrics: pd.DataFrame) -> pd.Series:
+    """Whether the monitor flagged each epoch (monitor_flag is empty, or NaN, when it did not)."""
+    return metrics["monitor_flag"].astype(object).fillna("") != ""
+
+
 def lasting_drop(curve: pd.Series, drop: float = 0.5) -> int | None:
     """The first epoch from which accuracy stays below `drop` × the best accuracy before it."""
     best_before = curve.cummax().shift(1)
@@ -73,7 +78,7 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
     """What the check asks of one FGSM seed (the stop read off the full run without `stopped`)."""
     m = full.metrics().set_index("epoch")
     curve = m[COLUMN]
-    flags = m.index[m["monitor_flag"].fillna("") != ""].tolist()
+    flags = m.index[flagged(m)].tolist()
     drop = lasting_drop(curve)
     if stopped is None:
         stop_epoch = flags[0] if flags else None
@@ -97,7 +102,8 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
             f"{100 * curve.loc[best_epoch]:.1f} / {100 * curve.loc[:upto].max():.1f}"
         ),
         f"best.pt PGD-20 % ({n} images)": wide.loc[best_epoch],
-        f"best epoch ({wide.idxmax()}) PGD-20 % ({n} images)": wide.max(),
+        f"best epoch ({n} images)": int(wide.idxmax()),
+        f"best epoch PGD-20 % ({n} images)": wide.max(),
         "within 2 points": wide.max() - wide.loc[best_epoch] <= 2,
         "stopped run = full run until the stop": same,
     }
@@ -111,8 +117,8 @@ def plot(runs: dict[str, Run]) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     sns.lineplot(data=data, x="epoch", y="PGD-20 %", hue="run", marker="o", ax=axes[0])
     sns.lineplot(data=data, x="epoch", y="monitor_gap", hue="run", marker="o", ax=axes[1])
-    flagged = data[data["monitor_flag"].fillna("") != ""]
-    axes[1].scatter(flagged["epoch"], flagged["monitor_gap"], s=90, facecolors="none",
+    marked = data[flagged(data)]
+    axes[1].scatter(marked["epoch"], marked["monitor_gap"], s=90, facecolors="none",
                     edgecolors="red", label="flag")  # fmt: skip
     axes[0].set_title("test PGD-20 accuracy (mini, 250 images)")
     axes[1].set_title("monitor: G_method→PGD-10 on 64 held-out images")
@@ -154,10 +160,8 @@ def main(data_dir: str, out: str, epochs: int, seeds: str, methods: str, n: int)
             {
                 "run": name,
                 "epochs": len(m),
-                "flags": int((m["monitor_flag"].fillna("") != "").sum()),
-                "flagged epochs": " ".join(
-                    str(e) for e in m.loc[m["monitor_flag"].fillna("") != "", "epoch"]
-                ),
+                "flags": int(flagged(m).sum()),
+                "flagged epochs": " ".join(str(e) for e in m.loc[flagged(m), "epoch"]),
                 "max gap": m["monitor_gap"].max(),
                 "max own − noise (points)": 100
                 * (m["monitor_own_acc"] - m["monitor_random_acc"]).max(),
