@@ -122,7 +122,8 @@ out_option = click.option(
 )
 @click.option(
     "--monitor",
-    help="Underfitting monitor's probe attack (e.g. pgd10), auto or none (experimental).",
+    help="Underfitting monitor's probe attack (e.g. pgd10), auto (default: pgd10 for single-step "
+    "methods with --val-size) or none.",
 )
 @click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
 @click.option("--monitor-rule", "monitor_rule", multiple=True, help="Monitor threshold key=value.")
