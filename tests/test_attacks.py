@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from robdrop.attacks import make_attack
 from robdrop.attacks.evaluate import accuracy_under
 
+from .conftest import fit_a_little
+
 EPS = 8 / 255
 
 
@@ -42,14 +44,7 @@ def test_fgsm_is_eps_times_the_gradient_sign(tiny_model, test_batch):
 
 
 def test_pgd_is_stronger_than_fgsm_and_noise(cifar, tiny_model):
-    # train the tiny model a little so gradients mean something
-    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
-    x, y = cifar.train_x.float() / 255, cifar.train_y
-    for _ in range(30):
-        opt.zero_grad()
-        F.cross_entropy(tiny_model(x), y).backward()
-        opt.step()
-    tiny_model.eval()
+    fit_a_little(tiny_model, cifar)  # so gradients mean something
     xt, yt = cifar.test_x[:128], cifar.test_y[:128]
     acc = {
         s: accuracy_under(tiny_model, make_attack(s, EPS), xt, yt)

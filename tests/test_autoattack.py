@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 from robdrop.analysis.study import Study
@@ -21,7 +20,7 @@ from robdrop.cli import main
 from robdrop.data import ImageData
 from robdrop.models import build_model
 
-from .conftest import tiny_train_args
+from .conftest import fit_a_little, tiny_train_args
 
 pytest.importorskip("torchattacks", reason="needs the compare extra: pip install robdrop[compare]")
 
@@ -32,14 +31,7 @@ EPS = 8 / 255
 def trained(cifar: ImageData) -> torch.nn.Module:
     """A width-4 PreAct ResNet-18 fitted a little to 256 images, so attacks have work to do."""
     torch.manual_seed(0)
-    model = build_model("prn18", 10, cifar.mean, cifar.std, width=4)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y = cifar.train_x.float() / 255, cifar.train_y
-    for _ in range(30):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    return fit_a_little(build_model("prn18", 10, cifar.mean, cifar.std, width=4), cifar)
 
 
 def test_delta_stays_in_the_ball_and_breaks_images(trained, test_batch):

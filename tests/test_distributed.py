@@ -41,6 +41,15 @@ def test_a_last_minibatch_smaller_than_the_world_joins_the_one_before():
     assert [rank_part(5, r, 2) for r in (0, 1)] == [slice(0, 3), slice(3, 5)]
 
 
+def torchrun(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 -m robdrop *args`, one thread per process."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*cmd, "-m", "robdrop", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_torchrun_two_processes_train_apart_with_every_omega_updated_once(data_dir, tmp_path):
     """One epoch of APART on 2 gloo ranks: ω's step is α_1/α_ω = 0.01 and the step sizes stay
     fixed (μ_α = 0), so an example whose ω was updated exactly once has entries 0.01 ± 0.004
@@ -48,11 +57,7 @@ def test_torchrun_two_processes_train_apart_with_every_omega_updated_once(data_d
     out = tmp_path / "runs"
     args = tiny_train_args(data_dir, out, "apart", "-o", "alpha_omega_init=0.01")
     args += ["-o", "step_lr_max=0"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, "-m", "robdrop", *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = torchrun(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run written") == 1  # rank 0 alone reports (and writes)
     run = Run(out / "mini-apart-eps8-seed0")
@@ -82,11 +87,7 @@ def test_torchrun_reproduce_trains_on_every_rank_and_draws_once(data_dir, tmp_pa
     runs, figures = tmp_path / "runs", tmp_path / "figures"
     # "--": torchrun would take reproduce's --n for an abbreviation of one of its own options
     args = ["--", "reproduce", *study_args(data_dir, runs, figures, "--only", "table6")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, "-m", "robdrop", *args], env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = torchrun(*args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("written") >= 1 and (figures / "table6.md").is_file()
     trained = [json.loads((p / "run.json").read_text()) for p in runs.iterdir()]
