@@ -100,6 +100,7 @@ class TrainConfig:
         if set(self.monitor_rule) - known:
             unknown = ", ".join(sorted(set(self.monitor_rule) - known))
             raise ValueError(f"the monitor rule has no {unknown} (known: {', '.join(known)})")
+        UnderfitRule(**self.monitor_rule)
         if self.monitor not in ("auto", "none"):
             make_attack(self.monitor, self.eps_float)
             if self.val_size == 0:
