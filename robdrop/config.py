@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,8 @@ class TrainConfig:
         if self.monitor == other.monitor == "none":
             for key in ("monitor_size", "monitor_rule", "on_underfit"):
                 ours.pop(key), theirs.pop(key)
+        if Path(self.data_dir).resolve() == Path(other.data_dir).resolve():  # one folder, spelled
+            ours.pop("data_dir"), theirs.pop("data_dir")  # two ways (../ or a symlink)
         return {k: (v, theirs[k]) for k, v in ours.items() if theirs[k] != v}
 
     @classmethod
@@ -187,7 +190,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     values = dict(PRESETS.get(preset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data_dir" in values:  # absolute, so analyses and notebooks find it from any folder
-        values["data_dir"] = str(Path(values["data_dir"]).expanduser().absolute())
+        values["data_dir"] = os.path.abspath(Path(values["data_dir"]).expanduser())
     # the method's own values for this preset go under the user's --option values
     method = parse_method(values.get("method", TrainConfig.method))[0]
     values["options"] = {**method.preset_options.get(preset, {}), **values.get("options", {})}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,6 +116,22 @@ def test_existing_run_needs_resume(data_dir, tmp_path):
     assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
     result = CliRunner().invoke(main, tiny_train_args(data_dir, tmp_path, "fgsm"))
     assert result.exit_code != 0 and "already exists; pass --resume" in result.output
+
+
+def test_resume_accepts_the_data_folder_spelled_another_way(data_dir, tmp_path):
+    assert cli(*tiny_train_args(data_dir, tmp_path, "fgsm")).exit_code == 0
+    link = tmp_path / "data-link"
+    link.symlink_to(Path(data_dir).resolve(), target_is_directory=True)
+    for spelling in (link, Path(data_dir).resolve() / ".." / Path(data_dir).resolve().name):
+        args = tiny_train_args(spelling, tmp_path, "fgsm", "--resume")
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    other = tmp_path / "other-data"  # another folder (of links to the same files) still differs
+    other.mkdir()
+    for file in Path(data_dir).resolve().iterdir():
+        (other / file.name).symlink_to(file)
+    result = CliRunner().invoke(main, tiny_train_args(other, tmp_path, "fgsm", "--resume"))
+    assert result.exit_code != 0 and "data_dir" in result.output
 
 
 def test_runs_lists_runs_with_their_last_metrics(data_dir, tmp_path):
