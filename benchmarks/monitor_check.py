@@ -43,8 +43,7 @@ COLUMN = "test_pgd20_acc"
 
 def replayed_flags(metrics: pd.DataFrame, epochs: int) -> pd.Series:
     """The current rule's flag at every epoch, from the run's recorded monitor columns."""
-    rule, rows = UnderfitRule(), metrics.to_dict("records")
-    return pd.Series([rule.check(r, rows[:i], epochs) for i, r in enumerate(rows)], metrics.index)
+    return pd.Series(UnderfitRule().replay(metrics.to_dict("records"), epochs), metrics.index)
 
 
 def flagged(metrics: pd.DataFrame, epochs: int) -> pd.Series:
@@ -167,7 +166,7 @@ def plot(runs: dict[str, Run]) -> plt.Figure:
 @click.option("--epochs", default=30)
 @click.option("--seeds", default="1,2,3,4,5,6", help="FGSM seeds (the rule was fixed on 1 and 2).")
 @click.option("--methods", default="fgsm,apart,pgd10", help="Train only these (then report).")
-@click.option("--n", default=1000, help="Test images best.pt is judged on.")
+@click.option("--n", default=1000, help="Test images the drops and best.pt are judged on.")
 def main(data_dir: str, out: str, epochs: int, seeds: str, methods: str, n: int) -> None:
     seed_list = [int(s) for s in seeds.split(",")]
     wanted = methods.split(",")

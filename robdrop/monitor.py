@@ -69,6 +69,10 @@ class UnderfitRule:
         earlier = sum(bool(self.signs(history[i], history[:i], epochs)) for i in recent)
         return signs if 1 + earlier >= self.persist else ""
 
+    def replay(self, rows: list[dict[str, Any]], epochs: int) -> list[str]:
+        """The flag of every row of a run's recorded monitor columns, as training gave them."""
+        return [self.check(row, rows[:i], epochs) for i, row in enumerate(rows)]
+
     def signs(self, row: dict[str, Any], history: list[dict[str, Any]], epochs: int) -> str:
         """'gap', 'noise', both joined by '+', or '' for how epoch `row` alone looks."""
         if row["epoch"] <= self.warmup * epochs:
