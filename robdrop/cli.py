@@ -107,7 +107,14 @@ out_option = click.option(
 @click.option("--train-size", type=int, help="Train on the first N training images.")
 @click.option("--val-size", type=int, help="Hold out the last N training images.")
 @click.option("--batch-size", type=int)
+@click.option(
+    "--recipe",
+    type=click.Choice(["released", "uniform"]),
+    help="Optimizer per method: its released code's (default) or the paper's common one for "
+    "all (docs/design.md, 'Optimizer recipes').",
+)
 @click.option("--lr-max", type=float, help="Peak of the cyclic learning rate.")
+@click.option("--lr-peak", type=float, help="Fraction of training at which the LR peaks.")
 @click.option("--weight-decay", type=float)
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu, cuda, cuda:1 …")

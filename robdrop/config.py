@@ -11,6 +11,7 @@ from typing import Any
 from robdrop.attacks import make_attack
 from robdrop.data import DATASETS
 from robdrop.methods import parse_method
+from robdrop.methods.base import UNIFORM
 from robdrop.models import ARCHITECTURES
 from robdrop.monitor import UnderfitRule
 
@@ -34,7 +35,13 @@ class TrainConfig:
     lr_max: float = 0.2
     lr_peak: float = 0.5  # fraction of training at which the cyclic LR peaks
     momentum: float = 0.9
+    # the momentum at the LR peak when it cycles against the LR (CyclicLR's 0.9 → 0.8 → 0.9);
+    # None: constant
+    momentum_at_peak: float | None = None
     weight_decay: float = 5e-4
+    # whose optimizer: "released" (each method's released code, on CIFAR) or "uniform" (the
+    # paper's common recipe for every method); runs made before recipes existed were uniform
+    recipe: str = "uniform"
     seed: int = 0
     amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
     channels_last: bool = True  # CUDA only
@@ -87,6 +94,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.lr_peak < 1 or self.lr_max <= 0:
             raise ValueError("lr_peak must be in (0, 1) and lr_max positive")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe is {' or '.join(RECIPES)}, not {self.recipe!r}")
+        if self.momentum_at_peak is not None and not 0 <= self.momentum_at_peak <= self.momentum:
+            raise ValueError("momentum_at_peak must be between 0 and momentum")
         if self.resize_phases:
             if self.dataset != "imagenet":
                 raise ValueError("resize phases are for ImageFolder (imagenet) data only")
@@ -140,6 +151,8 @@ class TrainConfig:
         return cls(**values)
 
 
+RECIPES = ("released", "uniform")
+
 _PAPER_CIFAR = {"epochs": 30, "batch_size": 128, "lr_max": 0.2, "eps": 8.0, "eval_size": 1000}
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -183,16 +196,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def recipe_settings(method: str, recipe: str, dataset: str) -> dict[str, Any]:
+    """The optimizer settings a recipe gives `method`: its released code's on CIFAR, the
+    paper's common recipe for `uniform`; none on ImageNet, whose preset is Wong et al.'s."""
+    if recipe not in RECIPES:
+        raise ValueError(f"--recipe is {' or '.join(RECIPES)}, not {recipe!r}")
+    if dataset == "imagenet":
+        return {}
+    chosen = parse_method(method)[0].recipe if recipe == "released" else UNIFORM
+    return chosen.settings()
+
+
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
-    """A preset's values with `overrides` on top (None overrides are ignored)."""
+    """A preset's values, the method's recipe (default: released), then `overrides` (None
+    overrides are ignored)."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS.get(preset, {}))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = {"recipe": "released", **PRESETS.get(preset, {})}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    method_name = given.get("method", TrainConfig.method)
+    recipe = given.get("recipe", values["recipe"])
+    dataset = given.get("dataset", values.get("dataset", TrainConfig.dataset))
+    values.update(recipe_settings(method_name, recipe, dataset))
+    values.update(given)
     if "data_dir" in values:  # absolute, so analyses and notebooks find it from any folder
         values["data_dir"] = os.path.abspath(Path(values["data_dir"]).expanduser())
     # the method's own values for this preset go under the user's --option values
-    method = parse_method(values.get("method", TrainConfig.method))[0]
+    method = parse_method(method_name)[0]
     values["options"] = {**method.preset_options.get(preset, {}), **values.get("options", {})}
     cfg = TrainConfig.from_dict({**values, "preset": preset})
     cfg.validate()

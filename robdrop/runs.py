@@ -76,6 +76,11 @@ def method_context_for(
         device=torch.device(device),
         amp=cfg.amp,
         options=dict(cfg.options),
+        lr_max=cfg.lr_max,
+        lr_peak=cfg.lr_peak,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        momentum_at_peak=cfg.momentum_at_peak,
     )
 
 

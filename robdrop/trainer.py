@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 import robdrop
 from robdrop import distributed
 from robdrop.attacks import make_attack
+from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.config import TrainConfig
 from robdrop.data import ImageData, data_facts, load_cifar
@@ -55,6 +56,14 @@ class EpochProgress:
 def cyclic_lr(progress: float, lr_max: float, peak: float = 0.5) -> float:
     """The paper's cyclic schedule: 0 → lr_max (at `peak`) → 0, linear, over training progress."""
     return float(np.interp(progress, [0.0, peak, 1.0], [0.0, lr_max, 0.0]))
+
+
+def cyclic_momentum(lr: float, lr_max: float, momentum: float, at_peak: float | None) -> float:
+    """Momentum moving against the learning rate, `momentum` at LR 0 and `at_peak` at lr_max
+    (torch's CyclicLR with cycle_momentum); constant when `at_peak` is None."""
+    if at_peak is None:
+        return momentum
+    return momentum - (momentum - at_peak) * lr / lr_max
 
 
 def resolve_device(name: str) -> torch.device:
@@ -368,8 +377,9 @@ class Trainer:
         for i, batch in enumerate(batches, start=done.batches):
             progress = ((epoch - 1) * num_batches + i) / (cfg.epochs * num_batches)
             lr = cyclic_lr(progress, cfg.lr_max, cfg.lr_peak)
+            momentum = cyclic_momentum(lr, cfg.lr_max, cfg.momentum, cfg.momentum_at_peak)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"], group["momentum"] = lr, momentum
             method.schedule(progress)
             step = method.train_step(batch, optimizer, scaler)
             done.sums += torch.stack([step.loss_sum.double(), step.correct.double()])
@@ -390,19 +400,20 @@ class Trainer:
         }
 
     def _evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """The per-epoch quick check on the first `eval_size` test images (clean and attacked)."""
+        """The per-epoch quick check on the first `eval_size` test images (clean and attacked).
+
+        Its random starts come from a generator of its own (`seeded`), so the training RNG, and
+        with it the trained weights, never depend on how training is observed.
+        """
         cfg = self.cfg
         t0 = time.perf_counter()
         test_x, test_y = self.data.test_x[: cfg.eval_size], self.data.test_y[: cfg.eval_size]
         kw = {"batch_size": cfg.eval_batch_size, "device": self.device}
-        row = {
-            "test_clean_acc": accuracy_under(
-                model, make_attack("clean", cfg.eps_float), test_x, test_y, **kw
-            ),
-            f"test_{cfg.eval_attack}_acc": accuracy_under(
-                model, make_attack(cfg.eval_attack, cfg.eps_float), test_x, test_y, **kw
-            ),
-        }
+        row = {}
+        with seeded(cfg.seed, self.device):
+            for spec in ("clean", cfg.eval_attack):
+                attack = make_attack(spec, cfg.eps_float)
+                row[f"test_{spec}_acc"] = accuracy_under(model, attack, test_x, test_y, **kw)
         return {**row, "eval_seconds": time.perf_counter() - t0}
 
     def _report(self, run: Run, row: dict[str, Any]) -> None:

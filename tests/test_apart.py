@@ -67,8 +67,11 @@ def test_zero_start_and_zero_block_steps_give_the_fgsm_step(tiny_model, cifar):
     assert not torch.equal(method.perturb(batch), expected)  # training images use their ω
 
 
-def test_step_size_and_omega_gradients_are_the_first_order_ones(tiny_model, cifar):
-    method = make("apart", tiny_model, cifar, alpha_init=3 / 255, alpha_omega_init=6 / 255)
+def hand_apart(tiny_model, cifar, **options):
+    """APART with α_ω, α_1 and block steps set so that the clips are active, ω uniform in
+    [−1, 1], a batch, and Algorithm 1's quantities on it computed by hand."""
+    steps = {"alpha_init": 3 / 255, "alpha_omega_init": 6 / 255}
+    method = make("apart", tiny_model, cifar, **steps, **options)
     with torch.no_grad():
         for i, alpha in enumerate(method.block_alphas):
             alpha.fill_(0.02 * (i + 1))
@@ -102,19 +105,47 @@ def test_step_size_and_omega_gradients_are_the_first_order_ones(tiny_model, cifa
     expected["alpha_input"] = (dl1 * g1.sign() * passes(pre)).sum()
     dstart = dl1 * passes(pre) * passes(pre_start)  # ∂L/∂(α_ω·ω) through both clips
     expected["alpha_omega"] = (dstart * omega).sum()
-    domega = a["alpha_omega"] * dstart
+    hand = {"alphas": a, "omega": omega, "grads": expected, "input_grad": dl1}
+    return method, batch, {**hand, "omega_grad": a["alpha_omega"] * dstart}
 
+
+def test_step_size_and_omega_gradients_are_the_first_order_ones(tiny_model, cifar):
+    method, batch, hand = hand_apart(tiny_model, cifar, omega_grad="masked")
+    a, omega = hand["alphas"], hand["omega"]
     method.train_step(batch, frozen_sgd(tiny_model), no_scaler())  # μ_α = 0 before schedule()
-    for key, value in expected.items():
+    for key, value in hand["grads"].items():
         torch.testing.assert_close(method.alphas[key].grad, value, rtol=1e-4, atol=1e-7)
     assert all(v.detach().item() == a[k].item() for k, v in method.alphas.items())
     # ω ascends along sign(∂L/∂ω) with step α_1/α_ω, clipped to [−1, 1]
     new = batch.view.take(method.omega[batch.idx])
     step = a["alpha_input"] / a["alpha_omega"]
+    domega = hand["omega_grad"]
     target = (omega + step * domega.sign()).clamp(-1, 1)
     clear = domega.abs() > 1e-6 * domega.abs().max()
     torch.testing.assert_close(new[clear], target[clear])
     assert clear.float().mean() > 0.5
+
+
+def test_omega_ascends_as_released_unmasked_by_the_clips(tiny_model, cifar):
+    """The authors' train.py: ω ← clip(ω + α_1/(α_ω + 1e-7)·sign(g_x), −1, 1) with g_x the second
+    pass's gradient at the model's input image, also where the ε-clip or the image range clip
+    blocks ∂L/∂ω; the masked option (Algorithm 1 literally) leaves ω there as it was."""
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    method, batch, hand = hand_apart(tiny_model, cifar)
+    a, omega, g_x = hand["alphas"], hand["omega"], hand["input_grad"]
+    method.train_step(batch, frozen_sgd(tiny_model), no_scaler())
+    released = (omega + a["alpha_input"] / (a["alpha_omega"] + 1e-7) * g_x.sign()).clamp(-1, 1)
+    torch.testing.assert_close(batch.view.take(method.omega[batch.idx]), released)
+    blocked = (hand["omega_grad"] == 0) & (g_x != 0)
+    assert blocked.float().mean() > 0.1  # the clips are active on this batch
+    tiny_model.load_state_dict(state)
+    torch.manual_seed(0)  # the same ω
+    masked, batch, hand = hand_apart(tiny_model, cifar, omega_grad="masked")
+    masked.train_step(batch, frozen_sgd(tiny_model), no_scaler())
+    new = batch.view.take(masked.omega[batch.idx])
+    assert torch.equal(new[blocked], hand["omega"][blocked])  # no step where ∂L/∂ω = 0
+    assert not torch.equal(new[blocked], released[blocked])
 
 
 def test_omega_changes_only_at_the_batch_indices_and_stays_in_the_unit_box(tiny_model, cifar):
@@ -238,7 +269,7 @@ def test_fgsm_plus_has_no_block_perturbations_and_noinit_no_omega(
         metrics = run.metrics()
         assert set(columns) <= set(metrics.columns) and metrics[columns].notna().all().all()
         _, method = run.load()  # the initial step sizes travel with the checkpoint (epoch 0)
-        initial = method.initial_metrics()
+        initial = method.state_dict()["initial"]
         assert set(initial) == set(columns) | set(method.alphas)
         assert initial["alpha_input"] == 1e-4 and initial.get("alpha_block1", 0.0) == 0.0
 

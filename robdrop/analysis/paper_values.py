@@ -43,7 +43,9 @@ _TABLE5 = [
     ("apart", 60.52, 44.30, 15.0),
 ]
 
-# Table 6 (CIFAR-10, Pre-ResNet20): the ablation.
+# Table 6 (CIFAR-10): the ablation. The paper calls its network "Pre-ResNet20"; the released code's
+# preact20() is PreActResNet(PreActBlock, [2, 2, 2, 2]), i.e. PreAct ResNet-18, and the APART row
+# equals Table 2's.
 _TABLE6 = [
     ("apart", 82.45, 49.30),
     ("fgsm+", 83.30, 46.35),

@@ -50,8 +50,6 @@ TABLE_PRESET = {
 # the single-step methods that came after the paper: optional rows of Tables 2–4 and points of
 # Figure 5 (`Study(later_methods=True)`, `robdrop reproduce --later-methods`)
 LATER_METHODS = ("gradalign", "nfgsm")
-# Table 6 of the paper uses PreAct ResNet-20; mini keeps its own model
-ABLATION_MODEL = {"paper-cifar10-prn18": "prn20"}
 GAPS = (
     ("fgsm", "pgd10", "a"),
     ("fgsm+", "pgd10", "a"),
@@ -105,6 +103,23 @@ def collapse_epoch(curve: pd.Series, drop: float = 0.5) -> int | None:
     return None if collapsed.empty else int(collapsed.index[0])
 
 
+def lasting_collapse(curve: pd.Series, fraction: float = 0.25) -> int | None:
+    """The first epoch after the best one from which every epoch to the last stays below
+    `fraction` × the best accuracy (issue 16's collapse "for good"), or None.
+
+    `curve` is indexed by epoch.
+    """
+    best_epoch, best = curve.idxmax(), curve.max()
+    after = curve.loc[curve.index > best_epoch]
+    below = after < fraction * best
+    # the last run of epochs below the bar must reach the end of training
+    if after.empty or not below.iloc[-1]:
+        return None
+    above = below[~below]
+    start = after.index[0] if above.empty else after.index[after.index > above.index[-1]][0]
+    return int(start)
+
+
 @dataclass
 class Study:
     """The runs of one reproduction under `root`, with the evaluation settings of its analyses.
@@ -146,10 +161,8 @@ class Study:
             return [self.spec(m) for m in FIGURE_METHODS[target]]
         if target == "figure5":
             return [self.spec(m, eps=e) for m in self.sweep_methods for e in self.sweep_eps]
-        if target == "table6":
-            model = ABLATION_MODEL.get(self.preset)
-            extra = {"model": model} if model else {}
-            return [self.spec(m, **extra) for m in TABLE_METHODS[target]]
+        if target == "table6":  # the paper's "Pre-ResNet20" is the released preact20(): PRN-18
+            return [self.spec(m) for m in TABLE_METHODS[target]]
         if target in TABLE_METHODS:
             preset = TABLE_PRESET.get(target, self.preset)
             methods = TABLE_METHODS[target]

@@ -24,7 +24,8 @@ STEP_PREFIX = "alpha_"
 
 
 def step_size_trajectories(run: Run) -> pd.DataFrame:
-    """Tidy (epoch, step, value) from metrics.csv's alpha_* columns (omega, input, block1…)."""
+    """Tidy (epoch, step, value) from metrics.csv's alpha_* columns (omega, input, block1…),
+    from epoch 0: the initial step sizes, which every checkpoint's method state keeps."""
     metrics = run.metrics()
     columns = [c for c in metrics.columns if c.startswith(STEP_PREFIX)]
     if not columns:
@@ -32,6 +33,10 @@ def step_size_trajectories(run: Run) -> pd.DataFrame:
             f"run {run.name} ({run.config.method_key}) learns no step sizes "
             f"(metrics.csv has no {STEP_PREFIX}* columns)"
         )
+    initial = run.load_checkpoint(run.epochs()[0])["method"].get("initial")
+    if initial is not None:
+        start = pd.DataFrame([{"epoch": 0, **{c: initial[c] for c in columns}}])
+        metrics = pd.concat([start, metrics[["epoch", *columns]]], ignore_index=True)
     tidy = metrics.melt(id_vars="epoch", value_vars=columns, var_name="step", value_name="value")
     return tidy.assign(step=tidy["step"].str.removeprefix(STEP_PREFIX))
 

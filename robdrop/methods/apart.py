@@ -10,8 +10,15 @@ forward/backward passes:
 2. δ_1 = clip(δ_1 + α_1·sign(g_1)) (ε-ball and image range), δ_i = α_i·sign(g_i) on block i
    (not bounded by ε, as in the authors' code). One backward of L(x + δ_1, {δ_i}) gives ∂L/∂θ
    (descent, model optimizer) and, first order only (sign(g) is a constant, no create_graph),
-   ∂L/∂α and ∂L/∂ω (ascent): ω ← clip(ω + (α_1/α_ω)·sign(∂L/∂ω), −1, 1); the step sizes take a
-   step of their own SGD (momentum 0.9, weight decay λ) with a cyclic learning rate μ_α.
+   ∂L/∂α (ascent): the step sizes take a step of their own SGD (momentum as the model's, weight
+   decay λ) with a cyclic learning rate μ_α. ω ← clip(ω + α_1/(α_ω + 1e-7)·sign(g), −1, 1) where g
+   is, as in the authors' train.py, the gradient at the model's input image x + δ_1
+   (`omega_grad="input"`), or, read literally from Algorithm 1, ∂L/∂ω = α_ω·∂L/∂δ_1, which is zero
+   where δ_1 was clipped and flips its sign with α_ω (`omega_grad="masked"`).
+
+The released code also left the step sizes in the model optimizer, whose weight decay (at the
+model's learning rate) shrank them further under the PyTorch of the paper: λ ≈ 1,200 in effect
+instead of 400. `released_decay` keeps that (docs/design.md, "APART").
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from torch import nn
 from robdrop import distributed
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast, clip_delta, model_mode
 from robdrop.data import Batch, View
-from robdrop.methods.base import Method, MethodContext, StepResult
+from robdrop.methods.base import CYCLED, Method, MethodContext, Recipe, StepResult
 from robdrop.models.sites import armed, capturing, sites
 
-STEP_MOMENTUM = 0.9  # momentum of the step-size optimizer (authors' code)
+# μ_α's peak on CIFAR in the paper: the step-size learning rate that the released model
+# optimizer's decay is measured against (see `released_decay`)
+PAPER_STEP_LR_MAX = 5e-8
+OMEGA_GRADS = ("input", "masked")
 
 
 class APART(Method):
@@ -37,6 +47,7 @@ class APART(Method):
 
     name = "apart"
     single_step = True  # one gradient step per perturbation (plus learned parts)
+    recipe = Recipe(2e-4, "zichaoli/APART train.py", momentum_at_peak=CYCLED)
     defaults: ClassVar[dict[str, Any]] = {
         # initial input step α_1, image units (the authors' code: 1e-4, close to clean training)
         "alpha_init": 1e-4,
@@ -52,6 +63,13 @@ class APART(Method):
         "step_lr_peak": 0.5,
         # λ of Algorithm 1 line 8: weight decay of the step sizes (paper: 400 CIFAR, 5000 ImageNet)
         "step_weight_decay": 400.0,
+        # also the decay the released code's model optimizer applied to the step sizes (its weight
+        # decay at its learning rate): lr_max·weight_decay / 5e-8 more in λ units, 800 at the
+        # paper's settings (λ ≈ 1,200 in effect); false: λ alone, as the paper states
+        "released_decay": True,
+        # ω's ascent direction: "input", the sign of the gradient at the model's input image
+        # (authors' code), or "masked", the sign of ∂L/∂ω (Algorithm 1 read literally)
+        "omega_grad": "input",
         # learn the input initialisation ω (false: δ_1 starts at zero, Table 6's "w/o init")
         "init": True,
         # perturb every residual block (false: input only, i.e. FGSM+ / "w/o layer-wise")
@@ -74,6 +92,8 @@ class APART(Method):
             raise ValueError("APART needs step_lr_peak in (0, 1) and step_lr_max ≥ 0")
         if self.learn_init and opt["alpha_omega_init"] == 0:
             raise ValueError("APART needs alpha_omega_init ≠ 0 (ω's step is alpha / alpha_omega)")
+        if opt["omega_grad"] not in OMEGA_GRADS:
+            raise ValueError(f"omega_grad is {' or '.join(OMEGA_GRADS)}, not {opt['omega_grad']!r}")
         num_sites = len(sites(model))
         if self.layerwise and num_sites == 0:
             raise ValueError(f"{type(model).__name__} has no perturbation sites for APART")
@@ -92,8 +112,8 @@ class APART(Method):
         self.step_optimizer = torch.optim.SGD(
             list(self.alphas.values()),
             lr=0.0,
-            momentum=STEP_MOMENTUM,
-            weight_decay=float(opt["step_weight_decay"]),
+            momentum=ctx.momentum,
+            weight_decay=self.step_decay(),
             maximize=True,
         )
         self.omega: torch.Tensor | None = None
@@ -101,6 +121,13 @@ class APART(Method):
             c, h, w = ctx.image_shape
             shape = (ctx.num_train, c, h + 2 * ctx.pad, w + 2 * ctx.pad)
             self.omega = (0.001 * torch.randn(shape, device=ctx.device)).clamp_(-1, 1)
+
+    def step_decay(self) -> float:
+        """The step sizes' weight decay in λ units: λ, plus the released model optimizer's."""
+        decay = float(self.options["step_weight_decay"])
+        if self.options["released_decay"]:
+            decay += self.ctx.lr_max * self.ctx.weight_decay / PAPER_STEP_LR_MAX
+        return decay
 
     # -- the generator ----------------------------------------------------------------------------
     @property
@@ -183,48 +210,65 @@ class APART(Method):
         with torch.no_grad():
             start = self._start(x, omega)
         sign_input, sign_blocks = self._signs(x, start, y)
-        if omega is not None:
+        masked = omega is not None and self.options["omega_grad"] == "masked"
+        if masked:
             omega.requires_grad_(True)
-        # first order: the graph reaches α_ω, ω_x and α_1 through the clips, sign(g) is constant
+        # first order: the graph reaches α_ω (and ω) and α_1 through the clips, sign(g) is constant
         delta = clip_delta(self._start(x, omega) + a["alpha_input"] * sign_input, x, self.ctx.eps)
         blocks = [alpha * s for alpha, s in zip(self.block_alphas, sign_blocks, strict=True)]
+        inputs = x + delta
+        if omega is not None and not masked:
+            inputs.retain_grad()  # g_x: the gradient at the model's input image
         arm = armed(self.model, blocks) if self.layerwise else nullcontext()
         with arm, autocast(self.ctx.amp, x.device):
-            logits = self.learner(x + delta)
+            logits = self.learner(inputs)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         self.step_optimizer.zero_grad(set_to_none=True)
-        scale = scaler.get_scale()
         scaler.scale(loss).backward()
         distributed.average_gradients(self.alphas.values())  # DDP averages θ's only
-        omega_step = (a["alpha_input"] / a["alpha_omega"]).detach() if self.learn_init else None
+        if omega is not None:  # decided before the step sizes take theirs
+            direction = (omega.grad if masked else inputs.grad).sign()
+            omega_step = self._omega_step(masked)
+        scale = scaler._scale.clone() if scaler.is_enabled() else None
         scaler.unscale_(self.step_optimizer)  # ∂L/∂α in true units (a no-op without AMP)
         scaler.step(optimizer)
         scaler.step(self.step_optimizer)  # skipped with the model's step on inf/NaN gradients
         scaler.update()
-        if omega is not None and scaler.get_scale() >= scale:  # no inf/NaN skip
-            with torch.no_grad():
-                new = (omega + omega_step * omega.grad.sign()).clamp_(-1, 1)
-                view = self._view(batch)
-                self.omega[batch.idx] = view.put(self.omega[batch.idx], new)
         if omega is not None:
-            distributed.share_rows(self.omega, batch)
+            step = omega_step * direction
+            if scale is not None:  # ω is skipped with them: the scaler lowers its scale exactly
+                # when it skips (compared on the device, so no host synchronisation)
+                step = torch.where(scaler._scale >= scale, step, 0.0)
+            self._write_omega(batch, omega, step)
         return self.result(loss, logits, y)
 
+    def _omega_step(self, masked: bool) -> torch.Tensor:
+        """μ_ω = α_1/α_ω (paper) or α_1/(α_ω + 1e-7) (authors' code), at the current step sizes."""
+        a = self.alphas
+        return (a["alpha_input"] / (a["alpha_omega"] + (0 if masked else 1e-7))).detach()
+
+    @torch.no_grad()
+    def _write_omega(self, batch: Batch, omega: torch.Tensor, step: torch.Tensor) -> None:
+        """ω_x ← clip(ω_x + step, −1, 1), written back through the batch's crop and flip."""
+        new = (omega + step).clamp_(-1, 1)
+        self.omega[batch.idx] = self._view(batch).put(self.omega[batch.idx], new)
+        distributed.share_rows(self.omega, batch)
+
     def schedule(self, progress: float) -> None:
-        """μ_α on its own cyclic schedule: 0 → step_lr_max (at step_lr_peak) → 0."""
+        """μ_α on its own cyclic schedule: 0 → step_lr_max (at step_lr_peak) → 0; the momentum
+        cycles with it as the model's does (CyclicLR's default in the authors' code)."""
         peak, top = self.options["step_lr_peak"], self.options["step_lr_max"]
-        lr = top * max(0.0, min(progress / peak, (1 - progress) / (1 - peak)))
+        scale = max(0.0, min(progress / peak, (1 - progress) / (1 - peak)))
+        ctx = self.ctx
+        low = ctx.momentum if ctx.momentum_at_peak is None else ctx.momentum_at_peak
         for group in self.step_optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = top * scale
+            group["momentum"] = ctx.momentum - (ctx.momentum - low) * scale
 
     def epoch_metrics(self) -> dict[str, float]:
         """The current step sizes (α_ω and α_input in image units), a column each (Figure 4)."""
         return {k: v.item() for k, v in self.alphas.items()}
-
-    def initial_metrics(self) -> dict[str, float]:
-        """The step sizes at the start of training, in the columns of `epoch_metrics` (epoch 0)."""
-        return dict(self.initial)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

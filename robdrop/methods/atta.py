@@ -18,7 +18,7 @@ from torch import nn
 from robdrop import distributed
 from robdrop.attacks import PGD, clip_delta
 from robdrop.data import Batch, View
-from robdrop.methods.base import MethodContext, StepResult
+from robdrop.methods.base import MethodContext, Recipe, StepResult
 from robdrop.methods.pgd import PGDTraining
 
 
@@ -27,6 +27,8 @@ class ATTA(PGDTraining):
 
     name = "atta"
     attack: PGD
+    # the paper's schedule (its released code, for a WideResNet, uses a step schedule from 0.1)
+    recipe = Recipe(2e-4, "paper §5.1; weight decay: haizhongzheng/ATTA train_atta_cifar.py")
     example_state = ("delta",)
 
     def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:

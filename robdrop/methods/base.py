@@ -20,9 +20,40 @@ from robdrop.attacks.base import autocast
 from robdrop.data import Batch
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a method's released code optimised the model on CIFAR: SGD with a cyclic learning rate
+    0 → lr_max (at lr_peak, a fraction of training) → 0; momentum constant, or cycled against the
+    learning rate down to `momentum_at_peak` (torch's CyclicLR default: 0.9 → 0.8 → 0.9)."""
+
+    weight_decay: float
+    source: str  # the released file (or the paper's section) each value comes from
+    lr_max: float | None = None  # None: the preset's (0.2 on CIFAR)
+    lr_peak: float = 0.5
+    momentum_at_peak: float | None = None  # None: momentum stays at its 0.9
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings this recipe fixes (lr_max only where it names one)."""
+        values = {
+            "weight_decay": self.weight_decay,
+            "lr_peak": self.lr_peak,
+            "momentum_at_peak": self.momentum_at_peak,
+        }
+        return values if self.lr_max is None else {**values, "lr_max": self.lr_max}
+
+
+# the common recipe of the paper's Section 5.1 (SGD, momentum 0.9, cyclic LR 0 → 0.2 → 0, peak at
+# half of training) with the weight decay its baselines commonly use: `--recipe uniform`, for
+# comparisons in which only the method differs
+UNIFORM = Recipe(weight_decay=5e-4, source="paper §5.1, with weight decay 5e-4")
+# CyclicLR's default momentum cycle, left on in most released scripts
+CYCLED = 0.8
+WONG = "locuslab/fast_adversarial CIFAR10/{}"
+
+
 @dataclass
 class MethodContext:
-    """What a method needs to know about the run it trains."""
+    """What a method needs to know about the run it trains (budgets in image units)."""
 
     eps: float  # image units (8/255, not 8)
     num_train: int
@@ -31,6 +62,12 @@ class MethodContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    # the model optimizer's schedule, for methods whose own optimizers follow it (APART)
+    lr_max: float = 0.2
+    lr_peak: float = 0.5
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    momentum_at_peak: float | None = None
 
     @property
     def amp_active(self) -> bool:
@@ -68,6 +105,8 @@ class Method:
     # one gradient step per perturbation: the methods prone to catastrophic overfitting, which
     # the underfitting monitor watches by default
     single_step: ClassVar[bool] = False
+    # the optimizer of the method's released code (`--recipe released`, the default)
+    recipe: ClassVar[Recipe] = UNIFORM
 
     def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
         unknown = set(ctx.options) - set(self.defaults)

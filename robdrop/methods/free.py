@@ -17,7 +17,7 @@ from torch import nn
 
 from robdrop.attacks import PGD, clip_delta
 from robdrop.data import Batch
-from robdrop.methods.base import AttackMethod, Loader, MethodContext, StepResult
+from robdrop.methods.base import AttackMethod, Loader, MethodContext, Recipe, StepResult
 
 
 class _Stream:
@@ -40,6 +40,8 @@ class Free(AttackMethod):
 
     name = "free"
     attack: PGD
+    # the paper's schedule (the released TensorFlow code steps down from 0.1)
+    recipe = Recipe(2e-4, "paper §5.1; weight decay: ashafahi/free_adv_train config.py")
 
     def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
         super().__init__(model, ctx, param)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from robdrop.attacks import clip_delta, input_gradient, model_mode, uniform_start
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast
 from robdrop.data import Batch
-from robdrop.methods.base import Method, StepResult
+from robdrop.methods.base import Method, Recipe, StepResult
 
 
 def published_lambda(eps: float) -> float:
@@ -41,6 +41,13 @@ class GradAlign(Method):
 
     single_step = True
     name = "gradalign"
+    # the published CIFAR-10 command: lr_max 0.3 peaking at 2/5 of training, constant momentum
+    recipe = Recipe(
+        5e-4,
+        "tml-epfl/understanding-fast-adv-training train.py, README command",
+        lr_max=0.3,
+        lr_peak=0.4,
+    )
     defaults: ClassVar[dict[str, Any]] = {
         "lam": None,  # None: published_lambda(ε)
         "start": "zero",  # FGSM's start: zero (published command) or random (FGSM-RS)

@@ -12,7 +12,7 @@ import torch
 
 from robdrop.attacks import input_gradient, model_mode
 from robdrop.data import Batch
-from robdrop.methods.base import Method
+from robdrop.methods.base import CYCLED, Method, Recipe
 
 
 class NFGSM(Method):
@@ -20,6 +20,7 @@ class NFGSM(Method):
 
     single_step = True
     name = "nfgsm"
+    recipe = Recipe(5e-4, "pdejorge/N-FGSM train.py", momentum_at_peak=CYCLED)
     defaults: ClassVar[dict[str, Any]] = {
         "k": 2.0,  # noise magnitude in units of ε
         "step": 1.0,  # α in units of ε

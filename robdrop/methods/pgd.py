@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from robdrop.attacks import Attack, make_attack
-from robdrop.methods.base import AttackMethod
+from robdrop.methods.base import CYCLED, WONG, AttackMethod, Recipe
 
 
 class PGDTraining(AttackMethod):
     """Trains on PGD-N perturbations; N is the number in the method name (pgd10 → 10 steps)."""
 
     name = "pgd"
+    recipe = Recipe(5e-4, WONG.format("train_pgd.py"), momentum_at_peak=CYCLED)
     defaults: ClassVar[dict[str, Any]] = {"step": None}  # /255 units; None = ε/4
 
     def make_attack(self) -> Attack:

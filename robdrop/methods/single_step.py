@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from robdrop.methods.base import AttackMethod
+from robdrop.methods.base import CYCLED, WONG, AttackMethod, Recipe
+
+# Wong et al.'s train_fgsm.py: SGD weight decay 5e-4, CyclicLR with its default momentum cycle
+WONG_FGSM = Recipe(5e-4, WONG.format("train_fgsm.py"), momentum_at_peak=CYCLED)
 
 
 class FGSM(AttackMethod):
@@ -11,6 +14,7 @@ class FGSM(AttackMethod):
     single_step = True
     name = "fgsm"
     attack_spec = "fgsm"
+    recipe = WONG_FGSM
 
 
 class FastFGSM(AttackMethod):
@@ -19,3 +23,4 @@ class FastFGSM(AttackMethod):
     single_step = True
     name = "ffgsm"
     attack_spec = "ffgsm"
+    recipe = WONG_FGSM
