@@ -245,3 +245,16 @@ def test_eps_sweep_trains_each_budget_once_and_evaluates_at_8(data_dir, tmp_path
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "mini-fgsm-eps4-seed1" in result.output and "pgd20" in result.output
+
+
+def test_lasting_collapse_needs_the_fall_below_a_quarter_of_the_best_to_last():
+    from robdrop.analysis.study import lasting_collapse
+
+    def curve(*values: float) -> pd.Series:
+        return pd.Series(values, index=range(1, len(values) + 1))
+
+    assert lasting_collapse(curve(0.1, 0.3, 0.35, 0.2, 0.05, 0.3, 0.05, 0.04, 0.03)) == 7
+    assert lasting_collapse(curve(0.1, 0.3, 0.35, 0.05, 0.3)) is None  # it recovers
+    assert lasting_collapse(curve(0.1, 0.3, 0.35)) is None  # best at the end
+    assert lasting_collapse(curve(0.4, 0.2, 0.11)) is None  # halved, not quartered
+    assert lasting_collapse(curve(0.4, 0.2, 0.09)) == 3

@@ -1,0 +1,201 @@
+"""Issue 16's pre-registered search for a CPU setting where FGSM becomes robust and then collapses
+for good (docs/faithful_search.md). Stage 1, the screen:
+
+    python benchmarks/faithful_search.py screen --data-dir ../shared/data --out RUNS
+
+trains, for every candidate, FGSM with the calibration seeds 101 and 102 and PGD-10 with seed
+101, each epoch's quick check being PGD-20 on the first 250 test images; two jobs at a time with
+one thread each (resumed where a job was stopped). Then it checks C1 on each FGSM curve, picks a
+candidate by the pre-registered rule and writes docs/results/faithful_search_screen.md and .png.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from common import RESULTS, write_result
+
+from robdrop.analysis.study import lasting_collapse
+from robdrop.runs import Run
+
+CALIBRATION = (101, 102)
+REFERENCE_SEED = 101
+PAPER_COLLAPSE = 21 / 30
+QUICK = ("--eval-size", "250", "--eval-attack", "pgd20", "--monitor", "none")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A change of the mini preset (docs/faithful_search.md, "Candidates")."""
+
+    name: str
+    width: int
+    train_size: int
+    epochs: int
+    lr_max: float = 0.2
+    batch_size: int = 128
+    eps: float = 8.0
+
+    def args(self) -> list[str]:
+        return [
+            "--width", str(self.width), "--train-size", str(self.train_size),
+            "--epochs", str(self.epochs), "--lr-max", str(self.lr_max),
+            "--batch-size", str(self.batch_size), "--eps", f"{self.eps:g}",
+        ]  # fmt: skip
+
+    def study_minutes(self, seconds_per_epoch: float) -> float:
+        """The pre-registered estimate of the whole study's minutes on this machine."""
+        per_pass = seconds_per_epoch / (2 * self.train_size)
+        e, n = self.epochs, self.train_size
+        return per_pass * (114 * e * n + 350_000 * e + 1_200_000) / 60
+
+
+CANDIDATES = (
+    Candidate("S1", 8, 4000, 10),
+    Candidate("S2", 8, 4000, 15),
+    Candidate("S3", 8, 2000, 15),
+    Candidate("S4", 8, 8000, 10),
+    Candidate("S5", 8, 4000, 10, lr_max=0.1),
+    Candidate("S6", 8, 4000, 10, batch_size=64),
+    Candidate("S7", 16, 2000, 10),
+    Candidate("S8", 16, 4000, 10),
+)
+FALLBACK = tuple(
+    Candidate(f"{c.name}-eps10", c.width, c.train_size, c.epochs, c.lr_max, c.batch_size, 10.0)
+    for c in CANDIDATES
+    if c.name in ("S1", "S3", "S5")
+)
+
+
+def run_name(candidate: Candidate, method: str, seed: int) -> str:
+    return f"search-{candidate.name}-{method}-seed{seed}"
+
+
+def train(data_dir: str, out: Path, candidate: Candidate, method: str, seed: int) -> Path:
+    """One job: `robdrop train … --resume` with one thread (two such jobs share the 2 cores)."""
+    name = run_name(candidate, method, seed)
+    command = [
+        sys.executable, "-m", "robdrop", "train", "--method", method, "--preset", "mini",
+        "--seed", str(seed), "--data-dir", data_dir, "--out", str(out), "--name", name,
+        "--resume", "--quiet", *QUICK, *candidate.args(),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = out / f"{name}.log"
+    out.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        done = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed; see {log}")
+    return out / name
+
+
+def screen_row(candidate: Candidate, out: Path) -> list[dict]:
+    """C1 on each calibration seed against PGD-10's last quick-check accuracy."""
+    reference = Run(out / run_name(candidate, "pgd10", REFERENCE_SEED)).metrics()
+    r = reference["test_pgd20_acc"].iloc[-1]
+    rows = []
+    for seed in CALIBRATION:
+        metrics = Run(out / run_name(candidate, "fgsm", seed)).metrics().set_index("epoch")
+        curve = metrics["test_pgd20_acc"]
+        collapse = lasting_collapse(curve)
+        best = curve.max()
+        rows.append(
+            {
+                "candidate": candidate.name,
+                "seed": seed,
+                "PGD-10 last %": 100 * r,
+                "FGSM best % (epoch)": f"{100 * best:.1f} ({int(curve.idxmax())})",
+                "best / PGD-10": best / r if r > 0 else float("nan"),
+                "lasting collapse": collapse if collapse is not None else "none",
+                "FGSM last %": 100 * curve.iloc[-1],
+                "C1": bool(best >= 0.6 * r and collapse is not None),
+                "collapse / E": collapse / candidate.epochs if collapse else float("nan"),
+                "s/epoch": metrics["seconds"].mean(),
+            }
+        )
+    return rows
+
+
+def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str | None, str]:
+    """The pre-registered rule: the cheapest candidate passing on both seeds; within 15 % of
+    it, the one whose collapse comes closest to the paper's 21/30 of training."""
+    by_name = {c.name: c for c in candidates}
+    passing = table.groupby("candidate").filter(lambda g: g["C1"].all())
+    if passing.empty:
+        return None, "no candidate passes the screen"
+    summary = passing.groupby("candidate").agg(
+        fraction=("collapse / E", "mean"), seconds=("s/epoch", "first")
+    )
+    summary["minutes"] = [
+        by_name[name].study_minutes(row.seconds) for name, row in summary.iterrows()
+    ]
+    near = summary[summary["minutes"] <= 1.15 * summary["minutes"].min()]
+    chosen = (near["fraction"] - PAPER_COLLAPSE).abs().idxmin()
+    text = summary.round(3).to_markdown()
+    return str(chosen), text
+
+
+@click.group()
+def main() -> None:
+    """docs/faithful_search.md's stages."""
+
+
+@main.command()
+@click.option("--data-dir", default="../shared/data")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("checkpoints/search"))
+@click.option("--fallback", is_flag=True, help="The ε = 10/255 candidates (if none passes).")
+@click.option("--jobs", default=2, help="Jobs at a time (one thread each).")
+def screen(data_dir: str, out: Path, fallback: bool, jobs: int) -> None:
+    """Stage 1: FGSM (seeds 101, 102) and PGD-10 (seed 101) for every candidate."""
+    candidates = FALLBACK if fallback else CANDIDATES
+    work = [(c, "pgd10", REFERENCE_SEED) for c in candidates]
+    work += [(c, "fgsm", s) for c in candidates for s in CALIBRATION]
+    with ThreadPoolExecutor(jobs) as pool:
+        for path in pool.map(lambda job: train(data_dir, out, *job), work):
+            click.echo(f"done {path.name}")
+    table = pd.DataFrame([row for c in candidates for row in screen_row(c, out)])
+    chosen, ranking = choose(table, candidates)
+    curves = pd.concat(
+        [
+            Run(out / run_name(c, m, s)).metrics().assign(candidate=c.name, run=f"{m} {s}")
+            for c, m, s in work
+        ],
+        ignore_index=True,
+    )
+    sns.set_theme(style="whitegrid")
+    grid = sns.relplot(
+        curves.assign(acc=100 * curves["test_pgd20_acc"]),
+        x="epoch", y="acc", hue="run", col="candidate", col_wrap=4, kind="line", marker="o",
+        height=2.4, facet_kws={"sharex": False},
+    )  # fmt: skip
+    grid.set_axis_labels("epoch", "PGD-20 % (250 images)")
+    name = "faithful_search_screen" + ("_eps10" if fallback else "")
+    grid.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close("all")
+    body = (
+        "Stage 1 of docs/faithful_search.md: FGSM with the calibration seeds 101 and 102, PGD-10 "
+        "with seed 101, PGD-20 (ε = 8/255, step 2/255, random start) on the first 250 test "
+        "images after every epoch. C1: FGSM's best ≥ 0.6 × PGD-10's last, then below a quarter "
+        "of its best from some epoch to the last.\n\n"
+        f"{table.round(3).to_markdown(index=False)}\n\n"
+        f"Passing on both seeds, with the estimated study minutes on this machine:\n\n{ranking}\n\n"
+        f"**Chosen for stage 2: {chosen}**\n\n![PGD-20 per epoch]({name}.png)\n"
+    )
+    click.echo(body)
+    click.echo(f"written to {write_result(name, body)}")
+
+
+if __name__ == "__main__":
+    main()
