@@ -23,7 +23,7 @@ import torchattacks
 from common import write_result
 
 from robdrop.analysis import evaluate_run
-from robdrop.runs import Run
+from robdrop.training.runs import Run
 
 
 def verdict(pgd20: float, autoattack: float, masking: float) -> str:

@@ -6,7 +6,7 @@ each collapse? (FGSM should; APART, F+FGSM and PGD-10 should not.)
 
 Runs are trained (or reused, or resumed) under --out with a checkpoint per epoch and PGD-20 on
 the preset's fixed test subset after every epoch. Collapse is the rule of Figures 1–3
-(`robdrop.analysis.study.collapse_epoch`: an epoch below half the best before it); "no collapse"
+(`robdrop.study.study.collapse_epoch`: an epoch below half the best before it); "no collapse"
 in issue 3's sense is the last epoch within 3 points of the best. Writes
 docs/results/collapse-<E>ep[-seeds…].md and .png.
 """
@@ -22,9 +22,9 @@ import pandas as pd
 import seaborn as sns
 from common import RESULTS, write_result
 
-from robdrop.analysis.study import collapse_epoch
-from robdrop.config import make_config
-from robdrop.trainer import ensure_trained
+from robdrop.study.study import collapse_epoch
+from robdrop.training.config import make_config
+from robdrop.training.trainer import ensure_trained
 
 ATTACK = "pgd20"
 

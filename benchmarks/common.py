@@ -6,7 +6,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from robdrop.analysis.report import hardware
+from robdrop.study.report import hardware
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 

@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 from common import write_result
 
-from robdrop.config import make_config
 from robdrop.methods import parse_method
-from robdrop.trainer import Trainer, load_data
+from robdrop.training.config import make_config
+from robdrop.training.factories import load_data
+from robdrop.training.trainer import Trainer
 
 DEFAULT_METHODS = "fgsm,ffgsm,pgd10,apart,fgsm+,free8,atta10,gradalign,nfgsm"
 

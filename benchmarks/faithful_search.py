@@ -27,8 +27,8 @@ import pandas as pd
 import seaborn as sns
 from common import RESULTS, write_result
 
-from robdrop.analysis.study import lasting_collapse
-from robdrop.runs import Run
+from robdrop.study.study import lasting_collapse
+from robdrop.training.runs import Run
 
 CALIBRATION = (101, 102)
 REFERENCE_SEED = 101

@@ -33,10 +33,10 @@ import seaborn as sns
 from common import RESULTS, write_result
 
 from robdrop.analysis import evaluate_run
-from robdrop.config import make_config
-from robdrop.monitor import UnderfitRule
-from robdrop.runs import Run
-from robdrop.trainer import ensure_trained
+from robdrop.training.config import make_config
+from robdrop.training.monitor.rule import UnderfitRule
+from robdrop.training.runs import Run
+from robdrop.training.trainer import ensure_trained
 
 COLUMN = "test_pgd20_acc"
 

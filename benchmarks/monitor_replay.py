@@ -13,9 +13,11 @@ import click
 import pandas as pd
 from common import write_result
 
-from robdrop.analysis.common import device_of, run_data
-from robdrop.monitor import UnderfitMonitor
-from robdrop.runs import Run
+from robdrop.analysis.common import run_data
+from robdrop.training.factories import resolve_device
+from robdrop.training.monitor.probe import Probe
+from robdrop.training.monitor.rule import UnderfitRule
+from robdrop.training.runs import Run
 
 
 @click.command()
@@ -25,18 +27,19 @@ from robdrop.runs import Run
 @click.option("--device", default="auto")
 def main(runs: tuple[str, ...], size: int, attack: str, device: str) -> None:
     frames = []
-    dev = device_of(device)
+    dev = resolve_device(device)
+    rule = UnderfitRule()
     for path in runs:
         run = Run(path)
         data = run_data(run)
         cfg = run.config
         x, y = data.val_x[:size], data.val_y[:size]
-        monitor = UnderfitMonitor(attack, cfg.eps_float, x, y, epochs=cfg.epochs, seed=cfg.seed)
+        probe = Probe(attack, cfg.eps_float, x, y, seed=cfg.seed)
         rows: list[dict] = []
         for epoch in run.epochs():
             model, method = run.load(epoch, dev)
-            row = {"epoch": epoch, **monitor.measure(model, method, dev)}
-            rows.append({**row, "monitor_flag": monitor.flag(row, rows)})
+            row = {"epoch": epoch, **probe.measure(model, method, dev)}
+            rows.append({**row, "monitor_flag": rule.check(row, rows, cfg.epochs)})
         frames.append(pd.DataFrame(rows).assign(run=run.name))
     table = pd.concat(frames, ignore_index=True)
     columns = ["run", "epoch", "monitor_gap", "monitor_robust_acc", "monitor_own_acc"]

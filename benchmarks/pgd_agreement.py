@@ -17,9 +17,9 @@ import torchattacks
 from common import write_result
 
 from robdrop.analysis import evaluate_run, fixed_test_subset
-from robdrop.analysis.common import device_of
 from robdrop.data import iterate_eval
-from robdrop.runs import Run
+from robdrop.training.factories import resolve_device
+from robdrop.training.runs import Run
 
 
 def torchattacks_accuracy(
@@ -55,7 +55,7 @@ def torchattacks_accuracy(
 def main(
     run_path: str, epoch: int, n: int, seed: int, eps: float, data_dir: str | None, device: str
 ) -> None:
-    run, device = Run(run_path), device_of(device)
+    run, device = Run(run_path), resolve_device(device)
     ours = evaluate_run(
         run, ["pgd20"], [epoch], n=n, seed=seed, eps=eps, device=device, data_dir=data_dir
     )["accuracy"].item()

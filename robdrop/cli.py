@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 
 from robdrop.attacks import SPEC_HELP, MissingExtra
-from robdrop.config import PRESETS, make_config
 from robdrop.data import DatasetNotFound
-from robdrop.runs import RunError, find_runs
+from robdrop.training.config import PRESETS, make_config
+from robdrop.training.runs import RunError, find_runs
 
 if TYPE_CHECKING:
-    from robdrop.analysis.study import Study
+    from robdrop.study.study import Study
 
 DATA_DIR = os.environ.get("ROBDROP_DATA_DIR", "data")
 RUNS_DIR = os.environ.get("ROBDROP_RUNS_DIR", "checkpoints")
@@ -156,8 +156,8 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     split over the N processes. SIGTERM finishes the batch in flight, writes partial.pt and
     exits 0; --resume continues exactly there.
     """
-    from robdrop import distributed
-    from robdrop.trainer import Trainer
+    from robdrop.training import distributed
+    from robdrop.training.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
     kw["monitor_rule"] = parse_options(kw.pop("monitor_rule")) or None
@@ -205,11 +205,11 @@ def methods() -> None:
     """List the training methods and their options."""
     from robdrop.methods import METHODS
 
-    for key, (cls, numbered) in METHODS.items():
+    for key, cls in METHODS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         opts = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
         click.echo(
-            f"{key + ('<N>' if numbered else ''):12s} {doc}"
+            f"{key + ('<N>' if cls.number_name else ''):12s} {doc}"
             + (f"  [options: {opts}]" if opts else "")
         )
 
@@ -360,7 +360,7 @@ def sweep(
     **kw,
 ) -> None:
     """Figure 5: train each method at each ε (reusing runs) and report clean and PGD-20."""
-    from robdrop.analysis import eps_sweep, parse_eps_values
+    from robdrop.study.sweep import eps_sweep, parse_eps_values
 
     config = {"epochs": epochs, "data_dir": data_dir, "device": device, **parse_options(settings)}
     with user_errors():
@@ -376,7 +376,7 @@ def sweep(
     show(table, out_csv)
 
 
-# -- the whole study (robdrop.reproduce; see figures/README.md) --------------------------------
+# -- the whole study (robdrop.study.reproduce; see figures/README.md) --------------------------
 
 
 def study_options(command: Callable) -> Callable:
@@ -427,8 +427,8 @@ def study_options(command: Callable) -> Callable:
 
 def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | None]:
     """The Study the options describe, and the targets --only names."""
-    from robdrop.analysis import parse_eps_values
-    from robdrop.analysis.study import Study, default_n
+    from robdrop.study.study import Study, default_n
+    from robdrop.study.sweep import parse_eps_values
 
     preset = auto_preset(preset)
     config = {"data_dir": kw["data_dir"], "device": kw["device"], **parse_options(kw["settings"])}
@@ -468,9 +468,9 @@ def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
 
     Resumable: complete runs are reused, partial ones resumed, analyses read from their cache.
     """
-    from robdrop import distributed
-    from robdrop.reproduce import reproduce as run_plan
-    from robdrop.trainer import TrainingInterrupted
+    from robdrop.study.reproduce import reproduce as run_plan
+    from robdrop.training import distributed
+    from robdrop.training.trainer import TrainingInterrupted
 
     with user_errors():
         study, only = make_study(preset, out, kw)
@@ -493,7 +493,7 @@ def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
 @study_options
 def draw(preset: str, out: Path, figures_dir: Path, **kw) -> None:
     """Draw the figures and tables from runs that already exist (no training)."""
-    from robdrop.reproduce import reproduce as run_plan
+    from robdrop.study.reproduce import reproduce as run_plan
 
     with user_errors():
         study, only = make_study(preset, out, kw)

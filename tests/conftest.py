@@ -14,7 +14,7 @@ import torch
 
 from robdrop.data import ImageData, load_cifar
 from robdrop.models import build_model
-from robdrop.runs import Run
+from robdrop.training.runs import Run
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ROBDROP_DATA_DIR", REPO.parent / "shared" / "data"))

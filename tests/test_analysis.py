@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from robdrop.analysis import (
     best_epoch,
     cross_accuracy,
-    eps_sweep,
     evaluate_run,
     fixed_test_subset,
     perturbation_images,
@@ -30,7 +29,8 @@ from robdrop.analysis.common import Checkpoint, eval_locked, own_perturbation, r
 from robdrop.attacks import make_attack
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
-from robdrop.runs import Run
+from robdrop.study.sweep import eps_sweep
+from robdrop.training.runs import Run
 
 from .conftest import tiny_train_args
 
@@ -235,7 +235,9 @@ def test_eps_sweep_trains_each_budget_once_and_evaluates_at_8(data_dir, tmp_path
     assert list(table.columns) == ["method", "eps_train", "clean", "pgd20", "run"]
     assert list(table["eps_train"]) == [2.0, 4.0]
     assert (table["pgd20"] <= table["clean"]).all()
-    monkeypatch.setattr("robdrop.trainer.Trainer.fit", lambda self: pytest.fail("retrained"))
+    monkeypatch.setattr(
+        "robdrop.training.trainer.Trainer.fit", lambda self: pytest.fail("retrained")
+    )
     again = eps_sweep(["fgsm"], [2, 4], "mini", tmp_path, config=config, n=16, progress=False)
     pd.testing.assert_frame_equal(again, table)
     settings = [f"--set={k}={v}" for k, v in config.items() if k not in ("data_dir", "epochs")]
@@ -248,7 +250,7 @@ def test_eps_sweep_trains_each_budget_once_and_evaluates_at_8(data_dir, tmp_path
 
 
 def test_lasting_collapse_needs_the_fall_below_a_quarter_of_the_best_to_last():
-    from robdrop.analysis.study import lasting_collapse
+    from robdrop.study.study import lasting_collapse
 
     def curve(*values: float) -> pd.Series:
         return pd.Series(values, index=range(1, len(values) + 1))

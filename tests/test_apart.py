@@ -13,7 +13,7 @@ from robdrop.data import Batch, ImageData
 from robdrop.methods import MethodContext, build_method, parse_method
 from robdrop.methods.apart import APART
 from robdrop.models import armed, build_model, capturing, sites
-from robdrop.runs import Run
+from robdrop.training.runs import Run
 
 from .conftest import kill_after_first_epoch, method_state, tiny_train_args
 
@@ -46,10 +46,10 @@ def fgsm_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: fl
 
 
 def test_names_parse_to_the_variants():
-    assert parse_method("apart")[2] == "apart"
-    assert parse_method("FGSM+")[2] == "fgsm+"
-    assert parse_method("apart-nolayer")[2] == "fgsm+"
-    assert parse_method("apart-noinit")[2] == "apart-noinit"
+    assert parse_method("apart").key == "apart"
+    assert parse_method("FGSM+").key == "fgsm+"
+    assert parse_method("apart-nolayer").key == "fgsm+"
+    assert parse_method("apart-noinit").key == "apart-noinit"
 
 
 def test_zero_start_and_zero_block_steps_give_the_fgsm_step(tiny_model, cifar):

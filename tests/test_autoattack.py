@@ -11,14 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robdrop.analysis.study import Study
-from robdrop.analysis.tables import presentable
 from robdrop.attacks import AutoAttack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
 from robdrop.data import ImageData
 from robdrop.models import build_model
+from robdrop.study import TARGETS, Study
+from robdrop.study.tables import presentable
 
 from .conftest import fit_a_little, tiny_train_args
 
@@ -136,11 +136,13 @@ def test_missing_torchattacks_is_one_sentence(tiny_run, monkeypatch):
 
 def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
     study = Study(tmp_path, "mini")
-    assert study.table_attacks("table2")[-1] == "autoattack"
-    assert "autoattack" not in Study(tmp_path, "mini", autoattack=False).table_attacks("table2")
-    assert "autoattack" not in study.table_attacks("table6")
+    table2, table6 = TARGETS["table2"], TARGETS["table6"]
+    assert table2.evaluated_attacks(study)[-1] == "autoattack"
+    no_aa = Study(tmp_path, "mini", autoattack=False)
+    assert "autoattack" not in table2.evaluated_attacks(no_aa)
+    assert "autoattack" not in table6.evaluated_attacks(study)
     # a table of the paper's rows only (no such runs here): the column is there, empty, shown "–"
-    shown = presentable(study.table("table3"), "table3")
+    shown = presentable(TARGETS["table3"].frame(study))
     assert list(shown.columns[:6]) == [
         "method",
         "source",

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.cli import main
-from robdrop.runs import Run, RunError
+from robdrop.training.runs import Run, RunError
 
 from .conftest import method_state, tiny_train_args
 

@@ -118,7 +118,7 @@ def _write_imagefolder(root, classes=("n01", "n02"), per_class=3, size=48):
 
 
 def test_imagefolder_tree_streams_batches_with_indices(tmp_path):
-    from robdrop.folder_data import load_imagefolder
+    from robdrop.data.folder import load_imagefolder
 
     _write_imagefolder(tmp_path)
     d = load_imagefolder(tmp_path, image_size=32, workers=0)
@@ -140,7 +140,7 @@ def test_imagefolder_trains_through_the_cli(tmp_path):
     from click.testing import CliRunner
 
     from robdrop.cli import main
-    from robdrop.runs import Run
+    from robdrop.training.runs import Run
 
     _write_imagefolder(tmp_path / "imagenet")
     data, runs = str(tmp_path / "imagenet"), str(tmp_path / "runs")
@@ -156,7 +156,7 @@ def test_imagefolder_trains_through_the_cli(tmp_path):
 
 
 def test_imagefolder_resize_phases_and_rank_shards(tmp_path):
-    from robdrop.folder_data import Phase, load_imagefolder
+    from robdrop.data.folder import Phase, load_imagefolder
 
     _write_imagefolder(tmp_path, per_class=5)
     phases = (Phase(1, 40, 24), Phase(3, None, 32))
@@ -174,8 +174,8 @@ def test_imagefolder_resize_phases_and_rank_shards(tmp_path):
 
 
 def test_resize_phases_train_through_the_trainer(tmp_path):
-    from robdrop.config import make_config
-    from robdrop.trainer import Trainer
+    from robdrop.training.config import make_config
+    from robdrop.training.trainer import Trainer
 
     _write_imagefolder(tmp_path / "imagenet")
     phases = [{"epoch": 1, "resize": 40, "crop": 24}, {"epoch": 2, "resize": None, "crop": 32}]
@@ -190,7 +190,7 @@ def test_resize_phases_train_through_the_trainer(tmp_path):
 
 
 def test_the_imagenet_preset_has_wong_et_al_phases():
-    from robdrop.config import make_config
+    from robdrop.training.config import make_config
 
     cfg = make_config("paper-imagenet-r50")
     assert [(p["epoch"], p["resize"], p["crop"]) for p in cfg.resize_phases] == [
@@ -202,8 +202,8 @@ def test_the_imagenet_preset_has_wong_et_al_phases():
 
 
 def test_the_imagenet_preset_trains_resnet50_through_its_first_phase(tmp_path):
-    from robdrop.config import make_config
-    from robdrop.trainer import Trainer
+    from robdrop.training.config import make_config
+    from robdrop.training.trainer import Trainer
 
     _write_imagefolder(tmp_path / "imagenet", size=96)
     cfg = make_config("paper-imagenet-r50", epochs=1, batch_size=6, eval_size=2, image_size=64,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from robdrop.cli import main
 from robdrop.data import batch_bounds, rank_part
-from robdrop.runs import Run
+from robdrop.training.runs import Run
 
 from .conftest import tiny_train_args
 

@@ -11,13 +11,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robdrop.analysis.study import Study
 from robdrop.analysis.trajectories import step_size_trajectories
 from robdrop.cli import main
-from robdrop.config import make_config
 from robdrop.methods import METHODS, build_method, parse_method
-from robdrop.runs import Run, method_context_for, model_for
-from robdrop.trainer import cyclic_momentum
+from robdrop.methods.schedule import cyclic_momentum
+from robdrop.study import TARGETS, Study
+from robdrop.training.config import make_config
+from robdrop.training.factories import method_context_for, model_for
+from robdrop.training.runs import Run
 
 from .conftest import tiny_train_args
 
@@ -45,7 +46,7 @@ def recipe_table() -> dict[str, dict[str, object]]:
 
 def test_every_method_has_a_row_in_the_docs_table() -> None:
     table = recipe_table()
-    registered = {"pgd10", "free8", "atta10", *(k for k, (_, n) in METHODS.items() if not n)}
+    registered = {"pgd10", "free8", "atta10", *(k for k, c in METHODS.items() if not c.number_name)}
     assert set(table) == registered
 
 
@@ -57,7 +58,7 @@ def test_preset_optimizers_equal_the_docs_table(preset: str) -> None:
         got = {k: getattr(cfg, k) for k in ("lr_max", "lr_peak", "momentum_at_peak")}
         got["weight_decay"] = cfg.weight_decay
         assert got == {k: v for k, v in row.items() if k != "source"}, method
-        assert parse_method(method)[0].recipe.source == row["source"]
+        assert parse_method(method).cls.recipe.source == row["source"]
 
 
 def test_uniform_recipe_is_the_papers_common_one_for_every_method() -> None:
@@ -93,11 +94,12 @@ def test_a_run_records_its_recipe_and_trains_with_the_cycled_momentum(data_dir, 
 
 def test_table6_trains_preact_resnet18_at_paper_scale(tmp_path) -> None:
     study = Study(tmp_path, "paper-cifar10-prn18")
-    specs = study.specs("table6")
+    specs = TARGETS["table6"].runs(study)
     assert [s.config.model for s in specs] == ["prn18"] * 3
     assert [s.name for s in specs] == [f"paper-cifar10-prn18-{m}-eps8-seed0" for m in
                                        ("apart", "fgsm+", "apart-noinit")]  # fmt: skip
-    assert study.specs("table2")[-1].name == specs[0].name  # Table 6's APART row is Table 2's
+    # Table 6's APART row is Table 2's
+    assert TARGETS["table2"].runs(study)[-1].name == specs[0].name
 
 
 def test_apart_step_sizes_decay_as_released_or_as_the_paper_states(cifar) -> None:

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from robdrop.cli import main
 from robdrop.data import ImageData, TensorLoader, pad_images
 from robdrop.methods import Method, MethodContext, build_method
-from robdrop.runs import Run
-from robdrop.trainer import cyclic_lr
+from robdrop.methods.schedule import cyclic_lr
+from robdrop.training.runs import Run
 
 from .conftest import kill_after_first_epoch, method_state, tiny_train_args
 

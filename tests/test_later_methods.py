@@ -10,7 +10,7 @@ from robdrop.cli import main
 from robdrop.data import Batch
 from robdrop.methods import MethodContext, build_method
 from robdrop.methods.gradalign import alignment, published_lambda
-from robdrop.runs import Run
+from robdrop.training.runs import Run
 
 from .conftest import kill_after_first_epoch, tiny_train_args
 

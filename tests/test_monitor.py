@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.cli import main
-from robdrop.monitor import UnderfitRule
-from robdrop.runs import Run
+from robdrop.training.monitor.rule import UnderfitRule
+from robdrop.training.runs import Run
 
 from .conftest import tiny_train_args
 

@@ -14,10 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robdrop.analysis.study import FIGURES, TABLES, Study, collapse_epoch
 from robdrop.attacks import AutoAttack, make_attack
 from robdrop.cli import main
-from robdrop.runs import find_runs
+from robdrop.study import TARGETS, Study
+from robdrop.study.study import collapse_epoch
+from robdrop.training.runs import find_runs
+
+FIGURES = [n for n in TARGETS if n.startswith("figure")]
+TABLES = [n for n in TARGETS if n.startswith("table")]
 
 # seconds-long runs: 256 training images, width 4, 2 epochs; evaluations on 64 test images
 TINY = {
@@ -88,7 +92,7 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
 def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64, autoattack=False)
-    table2 = study.table("table2")
+    table2 = TARGETS["table2"].frame(study)
     ours = table2[table2["source"] == "robdrop mini"].set_index("method")
     assert list(ours.index) == ["fgsm", "ffgsm", "free8", "pgd10", "atta10", "apart"]
     for column in ("clean", "pgd20", "cw20", "gauss"):
@@ -100,7 +104,7 @@ def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Pa
     paper = table2[table2["source"] == "paper Table 2"].set_index("method")
     assert paper.loc["apart", "pgd20"] == 49.30
     assert paper["autoattack"].isna().all()  # the paper reports no AutoAttack
-    table6 = study.table("table6")
+    table6 = TARGETS["table6"].frame(study)
     assert list(table6[table6["source"] == "robdrop mini"]["method"]) == [
         "apart",
         "fgsm+",
@@ -108,7 +112,9 @@ def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Pa
     ]
     # no WRN-34-10, CIFAR-100 or ImageNet runs here: those tables are the paper's, labelled
     for name in ("table3", "table4", "table5"):
-        assert set(study.table(name)["source"]) == {f"paper {name.replace('table', 'Table ')}"}
+        assert set(TARGETS[name].frame(study)["source"]) == {
+            f"paper {name.replace('table', 'Table ')}"
+        }
 
 
 def test_autoattack_column_is_evaluated_on_the_pgd20_images(
@@ -122,7 +128,7 @@ def test_autoattack_column_is_evaluated_on_the_pgd20_images(
     runs = shutil.copytree(study_dirs[0], tmp_path / "runs")
     pgd20 = make_attack("pgd20", 8 / 255)
     monkeypatch.setattr(AutoAttack, "perturb", lambda self, *args: pgd20.perturb(*args))
-    table2 = Study(runs, "mini", n=64).table("table2")
+    table2 = TARGETS["table2"].frame(Study(runs, "mini", n=64))
     ours = table2[table2["source"] == "robdrop mini"]
     assert ours["pgd20"].notna().all()
     assert ours["autoattack"].tolist() == ours["pgd20"].tolist()
@@ -131,17 +137,17 @@ def test_autoattack_column_is_evaluated_on_the_pgd20_images(
 def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64)
-    fig1 = study.figure1b()
+    fig1 = TARGETS["figure1"].frame(study)
     assert set(fig1["series"]) == {
         "Acc(θ_PGD-10, f_FGSM(θ_FGSM^(i)))",
         "Acc(θ_PGD-10, f_FGSM+(θ_FGSM+^(i)))",
         "Acc(θ_PGD-10, f_Random)",
     }
     assert sorted(fig1["epoch"].unique()) == [1, 2]
-    fig2 = study.figure2()
+    fig2 = TARGETS["figure2"].frame(study)
     assert set(fig2["method"]) == {"fgsm", "pgd10", "apart"}
     assert fig2.groupby(["method", "quantity"]).size().eq(2).all()
-    fig3 = study.figure3()
+    fig3 = TARGETS["figure3"].frame(study)
     assert set(fig3["pair"]) == {
         "G_FGSM→PGD-10",
         "G_FGSM+→PGD-10",
@@ -149,25 +155,23 @@ def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
         "G_PGD-5→PGD-20",
     }
     assert set(fig3.loc[fig3["panel"] == "b", "pair"]) == {"G_PGD-5→PGD-20"}
-    fig4 = study.figure4()
+    fig4 = TARGETS["figure4"].frame(study)
     assert {"omega", "input"} <= set(fig4["step"]) and len(fig4["step"].unique()) == 10
-    fig5 = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart")).figure5()
+    fig5 = TARGETS["figure5"].frame(Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart")))
     assert sorted(fig5["eps_train"].unique()) == [4.0, 8.0]
     assert set(fig5["method"]) == {"ffgsm", "apart"}
 
 
 def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
-    from robdrop.reproduce import draw_figures
-
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
-    drawn = draw_figures(study, "figure3")["figure3"]
+    drawn = TARGETS["figure3"].draw(study)["figure3"]
     a, _ = drawn.axes
     assert "strength gap" in a.get_ylabel() and a.get_xlabel() == "epoch"
     assert {t.get_text() for t in a.get_legend().get_texts()} >= {"G_FGSM→PGD-10"}
-    fig5 = draw_figures(study, "figure5")["figure5"].axes[0]
+    fig5 = TARGETS["figure5"].draw(study)["figure5"].axes[0]
     assert fig5.get_xlabel() == "clean test accuracy (%)"
-    fig1a = draw_figures(study, "figure1")["figure1a"]
+    fig1a = TARGETS["figure1"].draw(study)["figure1a"]
     assert len(fig1a.axes) == 3 * 4  # the images and the δ of two epochs, 4 images each
 
 
@@ -251,8 +255,11 @@ def test_notebook_runs_all_against_the_fixture(
 
 def test_later_methods_are_optional_rows_and_sweep_points(tmp_path: Path) -> None:
     plain, later = Study(tmp_path, "mini"), Study(tmp_path, "mini", later_methods=True)
-    names = {s.config.method_key for s in later.specs("table2")}
-    assert {"gradalign", "nfgsm"} <= names
-    assert not {"gradalign", "nfgsm"} & {s.config.method_key for s in plain.specs("table2")}
-    assert {"gradalign", "nfgsm"} <= {s.config.method_key for s in later.specs("figure5")}
-    assert "gradalign" not in {s.config.method_key for s in later.specs("table6")}
+
+    def methods(study: Study, target: str) -> set[str]:
+        return {s.config.method_key for s in TARGETS[target].runs(study)}
+
+    assert {"gradalign", "nfgsm"} <= methods(later, "table2")
+    assert not {"gradalign", "nfgsm"} & methods(plain, "table2")
+    assert {"gradalign", "nfgsm"} <= methods(later, "figure5")
+    assert "gradalign" not in methods(later, "table6")

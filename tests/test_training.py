@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.cli import main
-from robdrop.runs import Run, RunError
-from robdrop.trainer import cyclic_lr
+from robdrop.methods.schedule import cyclic_lr
+from robdrop.training.runs import Run, RunError
 
 from .conftest import kill_after_first_epoch, tiny_train_args
 

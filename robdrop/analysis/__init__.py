@@ -5,17 +5,14 @@ from robdrop.analysis.common import fixed_test_subset, resolve_run
 from robdrop.analysis.crossacc import cross_accuracy, parse_model_spec
 from robdrop.analysis.evaluate import best_epoch, evaluate_run, resolve_epochs
 from robdrop.analysis.gap import strength_gap
-from robdrop.analysis.sweep import eps_sweep, parse_eps_values
 from robdrop.analysis.textplot import text_plot
 from robdrop.analysis.trajectories import perturbation_images, step_size_trajectories
 
 __all__ = [
     "best_epoch",
     "cross_accuracy",
-    "eps_sweep",
     "evaluate_run",
     "fixed_test_subset",
-    "parse_eps_values",
     "parse_model_spec",
     "perturbation_images",
     "resolve_epochs",

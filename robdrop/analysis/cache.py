@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 import robdrop
-from robdrop.runs import Run, atomic_write_text
+from robdrop.training.runs import Run, atomic_write_text
 
 
 def _digest(value: Any) -> str:

@@ -13,15 +13,15 @@ import torch
 from tqdm.auto import tqdm
 
 from robdrop.attacks.base import eval_locked
-from robdrop.config import TrainConfig, make_config
 from robdrop.data import Batch, ImageData
 from robdrop.methods import Method, parse_method
 from robdrop.models import Classifier
-from robdrop.runs import Run, find_runs
-from robdrop.trainer import load_data, resolve_device
+from robdrop.training.config import TrainConfig, make_config
+from robdrop.training.factories import load_data
+from robdrop.training.runs import Run, find_runs
 
 if TYPE_CHECKING:
-    from robdrop.folder_data import FolderData
+    from robdrop.data.folder import FolderData
 
 # the configuration fields that decide which images a run's data holds
 _DATA_FIELDS = (
@@ -46,7 +46,7 @@ def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) ->
     if (Path(spec) / "run.json").is_file():
         return Run(spec)
     try:
-        key = parse_method(str(spec))[2]
+        key = parse_method(str(spec)).key
     except ValueError as err:
         raise ValueError(
             f"{spec!r} is neither a run folder (no run.json) nor a method: {err}"
@@ -99,11 +99,6 @@ def fixed_test_subset(
     """The fixed test images an analysis of `run` uses (uint8, as stored)."""
     data = run_data(run, data_dir)
     return subset(data.test_x, data.test_y, n, seed)
-
-
-def device_of(device: str | torch.device) -> torch.device:
-    """'auto' (CUDA when present), or the device named."""
-    return resolve_device(str(device))
 
 
 class Checkpoint:

@@ -17,7 +17,6 @@ import torch
 from robdrop.analysis.cache import cached
 from robdrop.analysis.common import (
     Checkpoint,
-    device_of,
     fixed_test_subset,
     own_perturbation,
     progress,
@@ -26,7 +25,8 @@ from robdrop.analysis.evaluate import Epochs, resolve_epochs
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import losses_and_accuracies
-from robdrop.runs import Run
+from robdrop.training.factories import resolve_device
+from robdrop.training.runs import Run
 
 OWN = "own"
 Generator = Callable[[Checkpoint, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,7 +113,7 @@ def cross_accuracy(
             f"{model_run.name} was trained on {model_run.config.dataset} but {source_run.name} "
             f"on {source_run.config.dataset}"
         )
-    device = device_of(device)
+    device = resolve_device(device)
     eps = source_run.config.eps if eps is None else eps
     (target_epoch,) = resolve_epochs(
         model_run, model_epoch, seed=seed, device=device, data_dir=data_dir

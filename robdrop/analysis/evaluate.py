@@ -14,11 +14,12 @@ import pandas as pd
 import torch
 
 from robdrop.analysis.cache import cached
-from robdrop.analysis.common import Checkpoint, device_of, progress, run_data, subset
+from robdrop.analysis.common import Checkpoint, progress, run_data, subset
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
-from robdrop.runs import Run
+from robdrop.training.factories import resolve_device
+from robdrop.training.runs import Run
 
 BEST_BY = "pgd20"  # the attack whose validation accuracy picks the best epoch
 
@@ -60,7 +61,7 @@ def accuracy_table(
     """Accuracy per (epoch, attack) on the 'test' or 'val' split; ε and σ in /255, cached."""
     if not attacks:
         raise ValueError("name at least one attack")
-    device = device_of(device)
+    device = resolve_device(device)
     eps = run.config.eps if eps is None else eps
     built = {
         spec.strip().lower(): make_attack(

@@ -19,7 +19,6 @@ import torch
 from robdrop.analysis.cache import cached
 from robdrop.analysis.common import (
     Checkpoint,
-    device_of,
     fixed_test_subset,
     own_perturbation,
     progress,
@@ -28,7 +27,8 @@ from robdrop.analysis.evaluate import Epochs, resolve_epochs
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import losses_and_accuracies
-from robdrop.runs import Run
+from robdrop.training.factories import resolve_device
+from robdrop.training.runs import Run
 
 
 def _gap(
@@ -61,7 +61,7 @@ def strength_gap(
     data_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """G_{A→B} per epoch of run A against attack `to` at A's training ε (cached per epoch)."""
-    device = device_of(device)
+    device = resolve_device(device)
     attack = make_attack(to, run.config.eps_float)
     x, y = fixed_test_subset(run, n, seed, data_dir)
     rows = []

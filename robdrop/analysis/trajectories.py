@@ -11,14 +11,14 @@ import torch
 
 from robdrop.analysis.common import (
     Checkpoint,
-    device_of,
     own_perturbation,
     progress,
     run_data,
 )
 from robdrop.analysis.evaluate import Epochs, resolve_epochs
 from robdrop.attacks.base import seeded
-from robdrop.runs import Run
+from robdrop.training.factories import resolve_device
+from robdrop.training.runs import Run
 
 STEP_PREFIX = "alpha_"
 
@@ -59,7 +59,7 @@ def perturbation_images(
 
     Images are in [0, 1]; perturbations in image units (multiply by 255 for /255).
     """
-    device = device_of(device)
+    device = resolve_device(device)
     data = run_data(run, data_dir)
     x = data.test_x[:n_images].to(device).float() / 255
     y = data.test_y[:n_images].to(device)

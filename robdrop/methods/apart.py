@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdrop import distributed
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast, clip_delta, model_mode
-from robdrop.data import Batch, View
+from robdrop.data import Batch, View, sharding
 from robdrop.methods.base import CYCLED, Method, MethodContext, Recipe, StepResult
 from robdrop.models.sites import armed, capturing, sites
 
@@ -84,8 +83,15 @@ class APART(Method):
         "paper-imagenet-r50": {"step_lr_max": 4e-9, "step_weight_decay": 5000.0},
     }
 
-    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         opt = self.options
         self.learn_init, self.layerwise = bool(opt["init"]), bool(opt["layerwise"])
         if not 0 < opt["step_lr_peak"] < 1 or opt["step_lr_max"] < 0:
@@ -226,7 +232,7 @@ class APART(Method):
         optimizer.zero_grad(set_to_none=True)
         self.step_optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        distributed.average_gradients(self.alphas.values())  # DDP averages θ's only
+        sharding.average_gradients(self.alphas.values())  # DDP averages θ's only
         if omega is not None:  # decided before the step sizes take theirs
             direction = (omega.grad if masked else inputs.grad).sign()
             omega_step = self._omega_step(masked)
@@ -253,7 +259,7 @@ class APART(Method):
         """ω_x ← clip(ω_x + step, −1, 1), written back through the batch's crop and flip."""
         new = (omega + step).clamp_(-1, 1)
         self.omega[batch.idx] = self._view(batch).put(self.omega[batch.idx], new)
-        distributed.share_rows(self.omega, batch)
+        sharding.share_rows(self.omega, batch)
 
     def schedule(self, progress: float) -> None:
         """μ_α on its own cyclic schedule: 0 → step_lr_max (at step_lr_peak) → 0; the momentum

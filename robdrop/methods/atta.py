@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from robdrop import distributed
 from robdrop.attacks import PGD, clip_delta
-from robdrop.data import Batch, View
+from robdrop.data import Batch, View, sharding
 from robdrop.methods.base import MethodContext, Recipe, StepResult
 from robdrop.methods.pgd import PGDTraining
 
@@ -31,8 +30,15 @@ class ATTA(PGDTraining):
     recipe = Recipe(2e-4, "paper §5.1; weight decay: haizhongzheng/ATTA train_atta_cifar.py")
     example_state = ("delta",)
 
-    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         c, h, w = ctx.image_shape
         padded = (ctx.num_train, c, h + 2 * ctx.pad, w + 2 * ctx.pad)
         self.delta = torch.zeros(padded, device=ctx.device)
@@ -66,7 +72,7 @@ class ATTA(PGDTraining):
         """One step on x + δ; δ is stored back for the example's next visit."""
         delta = self.perturb(batch)
         self.delta[batch.idx] = self._view(batch).put(self.delta[batch.idx], delta)
-        distributed.share_rows(self.delta, batch)
+        sharding.share_rows(self.delta, batch)
         return self.descend(batch.x + delta, batch.y, optimizer, scaler)
 
     def state_dict(self) -> dict[str, Any]:

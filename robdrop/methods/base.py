@@ -8,8 +8,8 @@ trainer and by the analyses alike.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import nn
 
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import autocast
-from robdrop.data import Batch
+from robdrop.data import Batch, Loader
 
 
 @dataclass(frozen=True)
@@ -83,14 +83,6 @@ class StepResult:
     count: int
 
 
-class Loader(Protocol):
-    """A training loader: `len()` minibatches per pass over the data, pass e from `epoch(e)`."""
-
-    def __len__(self) -> int: ...
-
-    def epoch(self, epoch: int) -> Iterator[Batch]: ...
-
-
 class Method:
     """Base class: subclasses set `name` and implement `perturb` (and maybe `train_step`)."""
 
@@ -107,20 +99,33 @@ class Method:
     single_step: ClassVar[bool] = False
     # the optimizer of the method's released code (`--recipe released`, the default)
     recipe: ClassVar[Recipe] = UNIFORM
+    # what the number in the method's name counts (pgd10: "steps"); None: the name takes none
+    number_name: ClassVar[str | None] = None
+    # option names of earlier versions, read from old run.json files: {old: new}
+    renamed_options: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: nn.Module | None = None,
+    ) -> None:
+        """`learner` is the module whose forward the θ step differentiates: the model, or
+        under torchrun its DistributedDataParallel wrapper. Perturbations use `model` itself,
+        so only the training forward synchronises gradients across ranks."""
+        renamed = {self.renamed_options.get(k, k): v for k, v in ctx.options.items()}
+        ctx = replace(ctx, options=renamed)
         unknown = set(ctx.options) - set(self.defaults)
         if unknown:
             known = ", ".join(self.defaults) or "none"
             raise ValueError(
                 f"method {self.name} has no option {', '.join(sorted(unknown))} (known: {known})"
             )
-        self.model, self.ctx, self.param = model, ctx, param
+        self.model, self.ctx, self.number = model, ctx, number
         self.options = {**self.defaults, **ctx.options}
-        # the module whose forward the θ step differentiates: the model, or under torchrun its
-        # DistributedDataParallel wrapper (set by the trainer). Perturbations use `model` itself,
-        # so only the training forward synchronises gradients across ranks.
-        self.learner: nn.Module = model
+        self.learner: nn.Module = model if learner is None else learner
 
     # -- the perturbation generator f_A -------------------------------------------------------
     def perturb(self, batch: Batch) -> torch.Tensor:
@@ -191,8 +196,15 @@ class AttackMethod(Method):
 
     attack_spec: ClassVar[str]
 
-    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         self.attack = self.make_attack()
 
     def make_attack(self) -> Attack:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from robdrop.attacks import PGD, clip_delta
-from robdrop.data import Batch
-from robdrop.methods.base import AttackMethod, Loader, MethodContext, Recipe, StepResult
+from robdrop.data import Batch, Loader
+from robdrop.methods.base import AttackMethod, MethodContext, Recipe, StepResult
 
 
 class _Stream:
@@ -39,23 +39,36 @@ class Free(AttackMethod):
     """Free-m: m replays per minibatch, one backward each for both θ and δ; δ carried over."""
 
     name = "free"
+    number_name = "replays"
     attack: PGD
     # the paper's schedule (the released TensorFlow code steps down from 0.1)
     recipe = Recipe(2e-4, "paper §5.1; weight decay: ashafahi/free_adv_train config.py")
 
-    def __init__(self, model: nn.Module, ctx: MethodContext, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         self.delta: torch.Tensor | None = None  # the carried δ, batch-shaped once training starts
         self._stream: _Stream | None = None
+
+    @property
+    def replays(self) -> int:
+        """m: how often each minibatch is replayed."""
+        return self.number
 
     def make_attack(self) -> PGD:
         """m signed steps of ε: what the m replays do to δ when θ is held fixed."""
         eps = self.ctx.eps
-        return PGD(eps, self.param, eps, random_start=False, mode="train", amp=self.ctx.amp)
+        return PGD(eps, self.replays, eps, random_start=False, mode="train", amp=self.ctx.amp)
 
     def epoch_batches(self, loader: Loader, epoch: int) -> tuple[Iterator[Batch], int]:
         """Effective epoch e: minibatches [(e−1)n, en) of the stream of passes, n = ⌈L/m⌉."""
-        n = -(-len(loader) // self.param)
+        n = -(-len(loader) // self.replays)
         start = (epoch - 1) * n
         # continue the live stream when it is where epoch e begins, else (resume) rebuild it
         if self._stream is None or (self._stream.loader, self._stream.position) != (loader, start):
@@ -85,7 +98,7 @@ class Free(AttackMethod):
         x, eps = batch.x, self.ctx.eps
         carried = self._carried(x)
         results = []
-        for _ in range(self.param):
+        for _ in range(self.replays):
             delta = clip_delta(carried, x, eps).requires_grad_(True)
             results.append(self.descend(x + delta, batch.y, optimizer, scaler))
             sign = delta.grad.sign().nan_to_num(0)  # where AMP overflowed to NaN: no move

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from robdrop.attacks import clip_delta, input_gradient, model_mode, uniform_start
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast
 from robdrop.data import Batch
-from robdrop.methods.base import Method, Recipe, StepResult
+from robdrop.methods.base import Method, MethodContext, Recipe, StepResult
 
 
 def published_lambda(eps: float) -> float:
@@ -54,8 +54,15 @@ class GradAlign(Method):
         "step": 1.25,  # FGSM step in units of ε
     }
 
-    def __init__(self, model: torch.nn.Module, ctx, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         if self.options["start"] not in ("zero", "random"):
             raise ValueError("GradAlign's start is zero or random")
         lam = self.options["lam"]

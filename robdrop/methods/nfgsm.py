@@ -12,7 +12,7 @@ import torch
 
 from robdrop.attacks import input_gradient, model_mode
 from robdrop.data import Batch
-from robdrop.methods.base import CYCLED, Method, Recipe
+from robdrop.methods.base import CYCLED, Method, MethodContext, Recipe
 
 
 class NFGSM(Method):
@@ -27,8 +27,15 @@ class NFGSM(Method):
         "clip": None,  # project δ to clip·ε (None: no projection, the published default)
     }
 
-    def __init__(self, model: torch.nn.Module, ctx, param: int | None = None) -> None:
-        super().__init__(model, ctx, param)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ctx: MethodContext,
+        number: int | None = None,
+        *,
+        learner: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__(model, ctx, number, learner=learner)
         opt = self.options
         if opt["k"] < 0 or opt["step"] <= 0 or (opt["clip"] is not None and opt["clip"] <= 0):
             raise ValueError("N-FGSM needs k ≥ 0, step > 0 and clip > 0 (or None)")

@@ -12,13 +12,19 @@ class PGDTraining(AttackMethod):
     """Trains on PGD-N perturbations; N is the number in the method name (pgd10 → 10 steps)."""
 
     name = "pgd"
+    number_name = "steps"
     recipe = Recipe(5e-4, WONG.format("train_pgd.py"), momentum_at_peak=CYCLED)
     defaults: ClassVar[dict[str, Any]] = {"step": None}  # /255 units; None = ε/4
+
+    @property
+    def steps(self) -> int:
+        """N: the PGD steps per perturbation (ATTA's K)."""
+        return self.number
 
     def make_attack(self) -> Attack:
         step = self.options["step"]
         return make_attack(
-            f"pgd{self.param}",
+            f"pgd{self.steps}",
             self.ctx.eps,
             step=None if step is None else step / 255,
             mode="train",

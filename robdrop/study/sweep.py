@@ -17,8 +17,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from robdrop.analysis.evaluate import evaluate_run
-from robdrop.config import make_config
-from robdrop.trainer import ensure_trained
+from robdrop.training.config import make_config
+from robdrop.training.trainer import ensure_trained
 
 ATTACKS = ("clean", "pgd20")
 

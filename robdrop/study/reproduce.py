@@ -12,19 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from robdrop import distributed
-from robdrop.analysis import figures, tables
-from robdrop.analysis.report import summary
-from robdrop.analysis.study import FIGURES, TABLES, RunSpec, Study, collapse_epoch
-from robdrop.trainer import ensure_trained
-
-# what is drawn before the ε sweep (the issue's "Figures 1–4 with Tables 2 and 6")
-CORE = ("figure1", "figure2", "figure3", "figure4", "table2", "table6")
+from robdrop.study.registry import CORE, TARGETS
+from robdrop.study.report import summary
+from robdrop.study.study import Study
+from robdrop.study.target import PaperFigure
+from robdrop.training import distributed
+from robdrop.training.config import TrainConfig
+from robdrop.training.trainer import ensure_trained
 
 
 @dataclass
@@ -38,8 +38,9 @@ class Step:
 
 def targets_for(study: Study, only: Sequence[str] | None = None) -> list[str]:
     """The figures and tables a reproduction of `study.preset` makes, core ones first."""
-    wanted = [*FIGURES, *TABLES] if not study.has_figures() else [*CORE, "figure5", *TABLES]
-    wanted = [t for t in dict.fromkeys(wanted) if study.has_figures() or t in TABLES]
+    wanted = [name for name, target in TARGETS.items() if target.applies(study)]
+    if study.draws_figures:
+        wanted = [*CORE, *(name for name in wanted if name not in CORE)]
     if only:
         unknown = set(only) - set(wanted)
         if unknown:
@@ -51,66 +52,26 @@ def targets_for(study: Study, only: Sequence[str] | None = None) -> list[str]:
     return wanted
 
 
-def _runs_of(study: Study, target: str) -> list[RunSpec]:
-    """The runs a target trains here: its own tables' and figures' runs, none for the others."""
-    if target in TABLES and target not in study.own_tables():
-        return []
-    return study.specs(target)
-
-
 def plan(
     study: Study, only: Sequence[str] | None = None, out: Path = Path("figures")
 ) -> list[Step]:
     """Training runs, each once, each just before the first target that needs it."""
     steps: list[Step] = []
     seen: set[str] = set()
-    for target in targets_for(study, only):
-        for spec in _runs_of(study, target):
+    for name in targets_for(study, only):
+        target = TARGETS[name]
+        for spec in target.runs(study):
             if spec.name not in seen:
                 seen.add(spec.name)
-                steps.append(Step("train", spec.name, _trainer(study, spec)))
-        kind = "figure" if target in FIGURES else "table"
-        steps.append(Step(kind, target, _drawer(study, target, out)))
+                train = partial(_train, study, spec.config, spec.name)
+                steps.append(Step("train", spec.name, train))
+        kind = "figure" if isinstance(target, PaperFigure) else "table"
+        steps.append(Step(kind, name, partial(target.write, study, out)))
     return steps
 
 
-def _trainer(study: Study, spec: RunSpec) -> Callable[[], list[Path]]:
-    def train() -> list[Path]:
-        run = ensure_trained(spec.config, study.root, name=spec.name, progress=True)
-        return [run.path]
-
-    return train
-
-
-def _drawer(study: Study, target: str, out: Path) -> Callable[[], list[Path]]:
-    def draw() -> list[Path]:
-        if target in TABLES:
-            return tables.write_table(study.table(target), out, target)
-        drawn = draw_figures(study, target)
-        return [path for name, fig in drawn.items() for path in figures.save_figure(fig, out, name)]
-
-    return draw
-
-
-def draw_figures(study: Study, target: str) -> dict[str, figures.Figure]:
-    """The panels of figure `target` by file name (the same calls a notebook makes)."""
-    if target == "figure4":
-        return {target: figures.figure4(study.figure4())}
-    if target == "figure5":
-        return {target: figures.figure5(study.figure5())}
-    collapse = collapse_epoch(study.robust_curve("fgsm"))
-    if target == "figure1":
-        images, deltas = study.figure1a()
-        eps = study.run("fgsm").config.eps_float
-        return {
-            "figure1a": figures.figure1a(images, deltas, eps),
-            "figure1b": figures.figure1b(study.figure1b(), collapse),
-        }
-    if target == "figure2":
-        return {target: figures.figure2(study.figure2(), collapse)}
-    if target == "figure3":
-        return {target: figures.figure3(study.figure3(), collapse)}
-    raise ValueError(f"unknown figure {target!r}")
+def _train(study: Study, config: TrainConfig, name: str) -> list[Path]:
+    return [ensure_trained(config, study.root, name=name, progress=True).path]
 
 
 def reproduce(
@@ -165,7 +126,7 @@ def reproduce(
             pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True).to_csv(path, index=False)
     timings = pd.DataFrame(rows)
     targets = targets_for(study, only)
-    if all(t in targets for t in (CORE if study.has_figures() else study.own_tables())):
+    if all(t in targets for t in (CORE if study.draws_figures else study.paper_scale_tables)):
         bar.set_postfix_str("summary")
         history = pd.read_csv(path) if path.is_file() else timings
         (out / "summary.md").write_text(summary(study, history, command, core))

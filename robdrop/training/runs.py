@@ -19,9 +19,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from robdrop.config import TrainConfig
 from robdrop.methods import Method, MethodContext, build_method
-from robdrop.models import Classifier, build_model
+from robdrop.models import Classifier
+from robdrop.training.config import TrainConfig
+from robdrop.training.factories import method_context_for, model_for
 
 CHECKPOINT_FORMAT = 1
 _UMASK = os.umask(0)
@@ -57,31 +58,6 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def model_for(cfg: TrainConfig, facts: dict, device: torch.device | str = "cpu") -> Classifier:
-    """The (untrained) model a config describes, for data with these facts (see data_facts)."""
-    model = build_model(cfg.model, facts["num_classes"], facts["mean"], facts["std"], cfg.width)
-    return model.to(device)
-
-
-def method_context_for(
-    cfg: TrainConfig, facts: dict, device: torch.device | str = "cpu"
-) -> MethodContext:
-    """What the config's method needs to know about the run."""
-    return MethodContext(
-        eps=cfg.eps_float,
-        num_train=facts["num_train"],
-        image_shape=tuple(facts["image_shape"]),
-        device=torch.device(device),
-        amp=cfg.amp,
-        options=dict(cfg.options),
-        lr_max=cfg.lr_max,
-        lr_peak=cfg.lr_peak,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        momentum_at_peak=cfg.momentum_at_peak,
-    )
 
 
 class Run:

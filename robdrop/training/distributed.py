@@ -4,22 +4,20 @@ few collective operations the trainer and the methods need.
 Every function is a no-op in a single process, so the training code reads the same either way.
 Under torchrun each rank trains on its share of every global minibatch (`--batch-size` stays the
 effective batch size, so the learning-rate schedule needs no rescaling); gradients of θ are
-averaged by DDP, those of a method's own parameters (APART's step sizes) by `average_gradients`,
-and rows of per-example buffers (APART's ω, ATTA's δ) written by one rank are copied to all by
-`share_rows`, so every rank holds the whole, identical buffer and rank 0 saves it.
+averaged by DDP, and what the methods share themselves (APART's step-size gradients, rows of
+per-example buffers) goes through `robdrop.data.sharding`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from robdrop.data import Batch
+from robdrop.data.sharding import active
 
 TIMEOUT = timedelta(hours=2)  # rank 0 evaluates alone while the others wait at a barrier
 
@@ -69,10 +67,6 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def barrier() -> None:
     if active():
         dist.barrier()
@@ -92,29 +86,6 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor(float(flag), device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def average_gradients(parameters: Iterable[torch.Tensor]) -> None:
-    """Average the gradients of parameters that DDP does not own (a method's own)."""
-    if not active():
-        return
-    world = dist.get_world_size()
-    for p in parameters:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
-
-
-def share_rows(buffer: torch.Tensor, batch: Batch) -> None:
-    """Copy the rows of a per-example buffer that each rank wrote for its part of the global
-    minibatch to every rank, so the buffer stays whole and identical everywhere."""
-    if not active() or batch.shard is None:
-        return
-    shard = batch.shard
-    rows = buffer.new_zeros((len(shard.indices), *buffer.shape[1:]))
-    rows[shard.start : shard.start + len(batch.idx)] = buffer[batch.idx]
-    dist.all_reduce(rows)
-    buffer[shard.indices] = rows
 
 
 def gather(value: object) -> list[object]:

@@ -17,7 +17,11 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from robdrop.data import IMAGENET_STATS, Batch, DatasetNotFound, Shard, batch_bounds, rank_part
+from robdrop.data.batch import Batch, Shard
+from robdrop.data.dataset import DatasetNotFound
+from robdrop.data.loader import batch_bounds, epoch_generator, rank_part
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -113,7 +117,7 @@ class FolderLoader:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch (1-based); order and crops depend only on (seed, epoch)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = epoch_generator(self.seed, epoch)
         sampler = _RankBatches(len(self.dataset), self.batch_size, gen, self.rank, self.world)
         self.dataset.base.transform = self.transform(epoch)
         loader = torch.utils.data.DataLoader(

@@ -1,4 +1,5 @@
-"""Training configuration and the named presets (the paper's settings and the CPU-sized `mini`)."""
+"""The training configuration: everything that determines a run, validated early, stored whole in
+run.json; `make_config` resolves a preset, the method's optimizer recipe and the user's values."""
 
 from __future__ import annotations
 
@@ -6,14 +7,22 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from robdrop.attacks import make_attack
 from robdrop.data import DATASETS
 from robdrop.methods import parse_method
 from robdrop.methods.base import UNIFORM
 from robdrop.models import ARCHITECTURES
-from robdrop.monitor import UnderfitRule
+from robdrop.training.monitor.rule import UnderfitRule
+from robdrop.training.presets import PRESETS
+
+# whose optimizer a run uses (docs/design.md, "Optimizer recipes")
+RecipeName = Literal["released", "uniform"]
+# what the monitor's flag does: log it, stop the run keeping best.pt, or keep best.pt and go on
+Reaction = Literal["warn", "stop", "best"]
+RECIPES: tuple[str, ...] = get_args(RecipeName)
+REACTIONS: tuple[str, ...] = get_args(Reaction)
 
 
 @dataclass
@@ -41,7 +50,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     # whose optimizer: "released" (each method's released code, on CIFAR) or "uniform" (the
     # paper's common recipe for every method); runs made before recipes existed were uniform
-    recipe: str = "uniform"
+    recipe: RecipeName = "uniform"
     seed: int = 0
     amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
     channels_last: bool = True  # CUDA only
@@ -56,12 +65,12 @@ class TrainConfig:
     eval_attack: str = "pgd10"
     eval_batch_size: int = 256
     save_every_epoch: bool = False
-    # the underfitting monitor (robdrop/monitor.py): a probe attack such as pgd10, "auto" (pgd10
-    # for single-step methods when a validation split exists) or "none"
+    # the underfitting monitor (robdrop/training/monitor/): a probe attack such as pgd10,
+    # "auto" (pgd10 for single-step methods when a validation split exists) or "none"
     monitor: str = "auto"
     monitor_size: int = 64  # held-out training images in the probe (64: < 10 % of an FGSM epoch)
     monitor_rule: dict[str, float] = field(default_factory=dict)  # UnderfitRule thresholds
-    on_underfit: str = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
+    on_underfit: Reaction = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
     @property
@@ -70,7 +79,7 @@ class TrainConfig:
 
     @property
     def method_key(self) -> str:
-        return parse_method(self.method)[2]
+        return parse_method(self.method).key
 
     def default_name(self) -> str:
         return f"{self.preset or 'custom'}-{self.method_key}-eps{self.eps:g}-seed{self.seed}"
@@ -106,8 +115,8 @@ class TrainConfig:
                 raise ValueError(f"resize phases must start at epoch 1 and increase, got {firsts}")
             if any(set(p) != {"epoch", "resize", "crop"} for p in self.resize_phases):
                 raise ValueError("each resize phase is {'epoch': …, 'resize': …, 'crop': …}")
-        if self.on_underfit not in ("warn", "stop", "best"):
-            raise ValueError(f"--on-underfit is warn, stop or best, not {self.on_underfit!r}")
+        if self.on_underfit not in REACTIONS:
+            raise ValueError(f"--on-underfit is {', '.join(REACTIONS)}, not {self.on_underfit!r}")
         known = {f.name for f in dataclasses.fields(UnderfitRule)}
         if set(self.monitor_rule) - known:
             unknown = ", ".join(sorted(set(self.monitor_rule) - known))
@@ -151,51 +160,6 @@ class TrainConfig:
         return cls(**values)
 
 
-RECIPES = ("released", "uniform")
-
-_PAPER_CIFAR = {"epochs": 30, "batch_size": 128, "lr_max": 0.2, "eps": 8.0, "eval_size": 1000}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper-cifar10-prn18": {**_PAPER_CIFAR, "dataset": "cifar10", "model": "prn18"},
-    "paper-cifar10-wrn34": {**_PAPER_CIFAR, "dataset": "cifar10", "model": "wrn34"},
-    "paper-cifar100-prn18": {**_PAPER_CIFAR, "dataset": "cifar100", "model": "prn18"},
-    "paper-imagenet-r50": {
-        "dataset": "imagenet",
-        "model": "resnet50",
-        "eps": 2.0,
-        "epochs": 15,
-        "lr_max": 0.4,
-        "batch_size": 256,
-        "eval_size": 1000,
-        "eval_attack": "pgd10",
-        # Wong et al.'s three phases (their released ImageNet configurations)
-        "resize_phases": [
-            {"epoch": 1, "resize": 160, "crop": 128},
-            {"epoch": 7, "resize": 352, "crop": 224},
-            {"epoch": 13, "resize": None, "crop": 288},
-        ],
-    },
-    # CPU-sized: one FGSM run in about 2 minutes on 2 cores, the whole study (Figures 1–5,
-    # Tables 2 and 6) in the 2-hour budget. At this scale FGSM's collapse depends on the seed
-    # (seed 0 does not collapse, seeds 1 and 2 do: docs/benchmarks.md), so `mini` trains with
-    # seed 1; --seed chooses another.
-    "mini": {
-        "dataset": "cifar10",
-        "model": "prn18",
-        "width": 16,
-        "train_size": 4000,
-        "val_size": 1000,
-        "eps": 8.0,
-        "epochs": 10,
-        "batch_size": 128,
-        "lr_max": 0.2,
-        "eval_size": 250,
-        "eval_attack": "pgd10",
-        "seed": 1,
-    },
-}
-
-
 def recipe_settings(method: str, recipe: str, dataset: str) -> dict[str, Any]:
     """The optimizer settings a recipe gives `method`: its released code's on CIFAR, the
     paper's common recipe for `uniform`; none on ImageNet, whose preset is Wong et al.'s."""
@@ -203,7 +167,7 @@ def recipe_settings(method: str, recipe: str, dataset: str) -> dict[str, Any]:
         raise ValueError(f"--recipe is {' or '.join(RECIPES)}, not {recipe!r}")
     if dataset == "imagenet":
         return {}
-    chosen = parse_method(method)[0].recipe if recipe == "released" else UNIFORM
+    chosen = parse_method(method).cls.recipe if recipe == "released" else UNIFORM
     return chosen.settings()
 
 
@@ -222,7 +186,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     if "data_dir" in values:  # absolute, so analyses and notebooks find it from any folder
         values["data_dir"] = os.path.abspath(Path(values["data_dir"]).expanduser())
     # the method's own values for this preset go under the user's --option values
-    method = parse_method(method_name)[0]
+    method = parse_method(method_name).cls
     values["options"] = {**method.preset_options.get(preset, {}), **values.get("options", {})}
     cfg = TrainConfig.from_dict({**values, "preset": preset})
     cfg.validate()

@@ -1,4 +1,5 @@
-"""Tables 2–6 written as Markdown and LaTeX from the frames of `Study.table` (pandas only)."""
+"""Tables written as Markdown and LaTeX from their frames (pandas only): readable headers, the
+paper's method names, numbers rounded, a dash where a value does not exist."""
 
 from __future__ import annotations
 
@@ -6,15 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from robdrop.analysis.paper_values import display_name
+from robdrop.study.paper_values import display_name
 
-CAPTIONS = {
-    "table2": "Table 2: PreAct ResNet-18 on CIFAR-10",
-    "table3": "Table 3: WideResNet-34-10 on CIFAR-10",
-    "table4": "Table 4: PreAct ResNet-18 on CIFAR-100",
-    "table5": "Table 5: ResNet-50 on ImageNet (total training time)",
-    "table6": "Table 6: ablation of APART on CIFAR-10",
-}
 HEADERS = {
     "method": "method",
     "source": "source",
@@ -28,18 +22,12 @@ HEADERS = {
     "hours": "time (h)",
     "collapse": "collapse (quick check)",
 }
-# Table 6 names its rows by what each ablation removes
-ABLATION_NAMES = {
-    "apart": "APART",
-    "fgsm+": "APART w/o layer-wise perturbation (= FGSM+)",
-    "apart-noinit": "APART w/o perturbation initialisation",
-}
 
 
-def presentable(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
-    """Readable columns and method names (Table 6: the ablations), numbers rounded."""
+def presentable(frame: pd.DataFrame, row_names: dict[str, str] | None = None) -> pd.DataFrame:
+    """Readable columns and method names (`row_names` first: Table 6's ablations), rounded."""
     columns = [c for c in HEADERS if c in frame.columns]
-    names = ABLATION_NAMES if name == "table6" else {}
+    names = row_names or {}
     methods = frame["method"].map(lambda key: names.get(key) or display_name(key))
     shown = frame[columns].assign(method=methods)
     accuracies = ("clean", "pgd20", "pgd10", "cw20", "autoattack", "gauss")
@@ -50,11 +38,16 @@ def presentable(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
     return shown.rename(columns=HEADERS)
 
 
-def write_table(frame: pd.DataFrame, out: Path, name: str) -> list[Path]:
+def write_table(
+    frame: pd.DataFrame,
+    out: Path,
+    name: str,
+    caption: str,
+    row_names: dict[str, str] | None = None,
+) -> list[Path]:
     """`name`.md (with the caption as a heading) and `name`.tex under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    shown = presentable(frame, name)
-    caption = CAPTIONS.get(name, name)
+    shown = presentable(frame, row_names)
     md, tex = out / f"{name}.md", out / f"{name}.tex"
     md.write_text(f"### {caption}\n\n{shown.to_markdown(index=False)}\n")
     tex.write_text(

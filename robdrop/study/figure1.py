@@ -1,0 +1,136 @@
+"""Figure 1: FGSM's perturbations lose their strength when its robustness drops. (a) FGSM's
+perturbations of a few test images before the collapse and at the end; (b) the accuracy of a
+PGD-10 model on FGSM's and FGSM+'s perturbations made against each epoch's checkpoint,
+Acc(θ_PGD-10, f_A(θ_A^(i))), beside random noise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from robdrop.analysis.crossacc import cross_accuracy
+from robdrop.analysis.trajectories import perturbation_images
+from robdrop.study.study import RunSpec, Study, collapse_epoch
+from robdrop.study.style import apply_style, collapse_mark
+from robdrop.study.target import PaperFigure, holds
+
+RANDOM = "Acc(θ_PGD-10, f_Random)"
+
+
+def series_name(label: str) -> str:
+    return f"Acc(θ_PGD-10, f_{label}(θ_{label}^(i)))"
+
+
+class Figure1(PaperFigure):
+    name = "figure1"
+    methods = ("fgsm", "fgsm+", "pgd10")
+
+    def runs(self, study: Study) -> list[RunSpec]:
+        return [study.spec(m) for m in self.methods]
+
+    def epochs(self, study: Study) -> tuple[int, int]:
+        """Panel a's early and late epoch: the best before FGSM's collapse (its best epoch when
+        it does not collapse) and the last epoch."""
+        curve = study.robust_curve("fgsm")
+        late = int(curve.index[-1])
+        collapse = collapse_epoch(curve)
+        early = int(curve.loc[: collapse - 1].idxmax()) if collapse else int(curve.idxmax())
+        return (early if early != late else int(curve.index[0])), late
+
+    def images(self, study: Study) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Panel a: test images and FGSM's perturbations of them at the two epochs (NHWC)."""
+        return perturbation_images(
+            study.run("fgsm"),
+            list(self.epochs(study)),
+            seed=study.seed,
+            device=study.device,
+            data_dir=study.data_dir,
+        )
+
+    def frame(self, study: Study) -> pd.DataFrame:
+        """Panel b: epoch, series, accuracy (%) for A = FGSM, FGSM+ and the random reference."""
+        target = study.run("pgd10")
+        frames = []
+        for method, label in (("fgsm", "FGSM"), ("fgsm+", "FGSM+")):
+            table = cross_accuracy(
+                target,
+                "last",
+                source_run=study.run(method),
+                perturb="own",
+                n=study.n,
+                seed=study.seed,
+                device=study.device,
+                data_dir=study.data_dir,
+            )
+            frames.append(table.assign(series=series_name(label)))
+            random = table[["epoch", "random_accuracy"]].rename(
+                columns={"random_accuracy": "accuracy"}
+            )
+        frames.append(random.assign(series=RANDOM))
+        tidy = pd.concat(frames, ignore_index=True)[["epoch", "series", "accuracy"]]
+        return tidy.assign(accuracy=100 * tidy["accuracy"])
+
+    def draw(self, study: Study) -> dict[str, Figure]:
+        images, deltas = self.images(study)
+        eps = study.run("fgsm").config.eps_float
+        return {
+            "figure1a": draw_images(images, deltas, eps),
+            "figure1b": draw_strength(self.frame(study), study.fgsm_collapse()),
+        }
+
+    def claims(self, study: Study) -> list[dict[str, Any]]:
+        collapse = study.fgsm_collapse()
+        if collapse is None:
+            return []
+        cross = self.frame(study).pivot(index="epoch", columns="series", values="accuracy")
+        fgsm, random = cross[series_name("FGSM")], cross[RANDOM].iloc[0]
+        late = fgsm.loc[collapse:]
+        return [
+            {
+                "claim": "after FGSM's collapse, Acc(θ_PGD-10, f_FGSM) rises to the random-noise "
+                "level",
+                "measured": f"lowest {fgsm.min():.1f} % (epoch {fgsm.idxmin()}), "
+                f"up to {late.max():.1f} % from epoch {collapse}; random noise {random:.1f} %",
+                "holds": holds(bool(late.max() >= random - 2.0)),
+            }
+        ]
+
+
+def draw_images(images: np.ndarray, deltas: dict[int, np.ndarray], eps: float) -> Figure:
+    """Test images and FGSM's perturbations at an early and a late epoch (δ scaled to ±ε)."""
+    apply_style()
+    epochs = sorted(deltas)
+    n = len(images)
+    fig, axes = plt.subplots(len(epochs) + 1, n, figsize=(1.8 * n, 1.9 * (len(epochs) + 1)))
+    axes = np.asarray(axes).reshape(len(epochs) + 1, n)
+    for j in range(n):
+        axes[0, j].imshow(images[j])
+        for i, epoch in enumerate(epochs, start=1):
+            axes[i, j].imshow(np.clip(0.5 + deltas[epoch][j] / (2 * eps), 0, 1))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("image")
+    for i, epoch in enumerate(epochs, start=1):
+        axes[i, 0].set_ylabel(f"δ, epoch {epoch}")
+    fig.suptitle(f"Figure 1a: FGSM perturbations (grey = 0, colour scale ±{eps * 255:.0f}/255)")
+    fig.tight_layout()
+    return fig
+
+
+def draw_strength(frame: pd.DataFrame, collapse: int | None = None) -> Figure:
+    """Acc(θ_PGD-10, f_A(θ_A^(i))) per epoch for FGSM, FGSM+ and random noise (Figure 1b)."""
+    apply_style()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(frame, x="epoch", y="accuracy", hue="series", style="series", marker="o", ax=ax)
+    collapse_mark(ax, collapse, int(frame["epoch"].max()))
+    ax.set(xlabel="epoch i of the generating run", ylabel="accuracy of the PGD-10 model (%)")
+    ax.set_title("Figure 1b: strength of FGSM / FGSM+ perturbations vs random noise")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,105 @@
+"""Figure 5: clean against PGD-20 test accuracy of models trained with ε_train = 2 … 10/255, all
+evaluated at 8/255: FGSM-like methods fail at and above 8/255, APART stays top right."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from robdrop.study.paper_values import display_name, paper_value
+from robdrop.study.study import RunSpec, Study
+from robdrop.study.style import apply_style
+from robdrop.study.target import PaperFigure
+from robdrop.training.config import make_config
+from robdrop.training.runs import Run, find_runs
+
+EVAL_EPS = 8.0  # every ε_train is evaluated at the paper's 8/255
+
+
+class Figure5(PaperFigure):
+    name = "figure5"
+
+    def runs(self, study: Study) -> list[RunSpec]:
+        return [study.spec(m, eps=e) for m in study.sweep_methods for e in study.sweep_eps]
+
+    def sweep_runs(self, study: Study) -> list[Run]:
+        """The ε sweep's runs present under the study's root: its methods with this preset's
+        model and seed (the run names say), any ε_train (another sweep is drawn as it is)."""
+        model = make_config(study.preset).model
+        found = [
+            run
+            for run in find_runs(study.root)
+            if run.config.preset == study.preset
+            and run.config.model == model
+            and run.config.method_key in study.sweep_methods
+            and run.name == study.spec(run.config.method_key, eps=run.config.eps).name
+        ]
+        if not found:
+            raise ValueError(
+                f"no ε-sweep runs of {', '.join(study.sweep_methods)} under {study.root}; make "
+                f"them with `robdrop reproduce --preset {study.preset} --only figure5`"
+            )
+        return sorted(found, key=lambda r: (r.config.method_key, r.config.eps))
+
+    def frame(self, study: Study) -> pd.DataFrame:
+        """method, eps_train, clean, pgd20 (%) at the last epoch, evaluated at ε = 8/255."""
+        rows = []
+        for run in self.sweep_runs(study):
+            acc = study.evaluate(run, ("clean", "pgd20"), "last", EVAL_EPS)
+            acc = 100 * acc.set_index("attack")["accuracy"]
+            rows.append(
+                {
+                    "method": run.config.method_key,
+                    "eps_train": run.config.eps,
+                    "clean": acc["clean"],
+                    "pgd20": acc["pgd20"],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def draw(self, study: Study) -> dict[str, Figure]:
+        return {self.name: draw(self.frame(study))}
+
+
+def draw(frame: pd.DataFrame) -> Figure:
+    """Clean vs PGD-20 accuracy for each ε_train, per method. The paper's ε = 8/255
+    points (Table 2) are drawn as ★ when they fall near ours, else listed in a corner box."""
+    apply_style()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    frame = frame.assign(label=frame["method"].map(display_name))
+    sns.scatterplot(frame, x="clean", y="pgd20", hue="label", style="label", s=60, ax=ax)
+    references = []
+    for method, part in frame.sort_values("eps_train").groupby("method"):
+        ax.plot(part["clean"], part["pgd20"], lw=0.6, alpha=0.5)
+        for _, row in part.iterrows():
+            ax.annotate(f"{row['eps_train']:g}", (row["clean"], row["pgd20"]), fontsize=6)
+        clean = paper_value("table2", method, "clean")
+        robust = paper_value("table2", method, "pgd20")
+        if clean is not None:
+            references.append((display_name(method), clean, robust))
+    near = frame["clean"].max() + 15 >= max((c for _, c, _ in references), default=0)
+    if near:
+        for name, clean, robust in references:
+            ax.scatter([clean], [robust], marker="*", s=90, color="grey")
+            ax.annotate(f"paper {name}", (clean, robust), fontsize=6)
+    elif references:
+        text = "paper, ε = 8/255 (clean / PGD-20):\n" + "\n".join(
+            f"{name}: {clean:.1f} / {robust:.1f} %" for name, clean, robust in references
+        )
+        ax.text(
+            0.98,
+            0.02,
+            text,
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )
+    ax.set(xlabel="clean test accuracy (%)", ylabel="PGD-20 test accuracy (%)")
+    ax.legend(title="method", fontsize=7)
+    ax.set_title("Figure 5: ε_train sweep (point labels: ε_train in /255)")
+    fig.tight_layout()
+    return fig

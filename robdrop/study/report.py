@@ -1,0 +1,89 @@
+"""The reproduction's own summary: the paper's claims checked against this study's frames.
+
+Each check states the claim, the number measured here and whether it holds, so
+`figures/summary.md` says plainly what reproduces at this scale and what does not.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robdrop.study.registry import CORE, TARGETS
+from robdrop.study.study import Study
+from robdrop.study.tables import presentable
+
+
+def claims(study: Study) -> pd.DataFrame:
+    """One row per claim of the paper that the core figures and tables check: the claim, the
+    number measured here and whether it holds."""
+    rows = [
+        row for name in CORE if TARGETS[name].applies(study) for row in TARGETS[name].claims(study)
+    ]
+    return pd.DataFrame(rows, columns=["claim", "measured", "holds"])
+
+
+def hardware() -> str:
+    """What a number was measured on, in one line: CPU model, cores, threads, GPU, versions."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {gpu}; "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def summary(
+    study: Study, timings: pd.DataFrame, command: Sequence[str], core: Sequence[str]
+) -> str:
+    """Markdown: command, hardware, wall times, the claims checked, our tables and the paper's.
+
+    `timings` holds every invocation's step times (timings.csv); `core` names the steps of
+    Figures 1–4 and Tables 2 and 6.
+    """
+    invocations = timings.groupby("invocation")["seconds"].sum() if len(timings) else []
+    lines = [
+        f"# Reproduction summary ({study.preset})",
+        "",
+        f"- command: `{' '.join(command)}`",
+        f"- hardware: {hardware()}",
+        f"- wall time: {timings['seconds'].sum() / 60:.1f} min"
+        + (
+            f" over {len(invocations)} invocations ("
+            + ", ".join(f"{s / 60:.1f}" for s in invocations)
+            + " min; a restart reuses what was done)"
+            if len(invocations) > 1
+            else ""
+        ),
+    ]
+    if core:
+        seconds = timings.loc[timings["name"].isin(core), "seconds"].sum()
+        lines.append(
+            f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
+        )
+    lines += [
+        f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}",
+        "",
+        "Step times are in `timings.csv`, one row per step and invocation.",
+        "",
+    ]
+    if study.draws_figures:
+        lines += ["## The paper's claims at this scale", "", claims(study).to_markdown(index=False)]
+    for name in study.paper_scale_tables:
+        table = TARGETS[name]
+        lines += ["", f"## {name.replace('table', 'Table ')}", ""]
+        lines.append(presentable(table.frame(study), table.row_names).to_markdown(index=False))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,34 @@
+"""What every figure shares: the seaborn theme, the marks of FGSM's collapse, and the writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.figure import Figure
+
+# the paper's collapse epoch for FGSM (Figures 1 and 3: epoch 21 of 30)
+PAPER_COLLAPSE = (21, 30)
+
+
+def apply_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def collapse_mark(ax: plt.Axes, epoch: int | None, last: int) -> None:
+    """A vertical line at the epoch FGSM collapsed here, and the paper's at the same progress."""
+    if epoch is not None:
+        ax.axvline(epoch, color="crimson", ls=":", lw=1.2, label=f"FGSM collapse here ({epoch})")
+    paper_epoch = PAPER_COLLAPSE[0] / PAPER_COLLAPSE[1] * last
+    ax.axvline(paper_epoch, color="grey", ls="--", lw=0.8, label="paper's collapse (21/30)")
+
+
+def save_figure(fig: Figure, out: Path, name: str) -> list[Path]:
+    """`name`.png and `name`.pdf under `out`; the figure is closed afterwards."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,71 @@
+"""A figure or table of the paper as one object: the runs it needs in a study, how its tidy
+frame is built from their cached evaluations, how it is drawn or written, and which of the
+paper's claims it checks. `robdrop.study.registry.TARGETS` lists them; `reproduce`, `figures`,
+`--only`, the summary and the notebooks all read that registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from robdrop.study.study import RunSpec, Study
+from robdrop.study.style import save_figure
+from robdrop.study.tables import write_table
+
+
+class Target:
+    """One figure or table. Subclasses set `name` and implement `runs` and `write`."""
+
+    name: ClassVar[str]
+
+    def applies(self, study: Study) -> bool:
+        """Whether a reproduction of `study.preset` makes this target."""
+        return True
+
+    def runs(self, study: Study) -> list[RunSpec]:
+        """The training runs this target is drawn from in `study`."""
+        raise NotImplementedError
+
+    def write(self, study: Study, out: Path) -> list[Path]:
+        """Draw or write the target under `out`; the files written."""
+        raise NotImplementedError
+
+    def claims(self, study: Study) -> list[dict[str, Any]]:
+        """The paper's claims this target shows, checked: rows of (claim, measured, holds)."""
+        return []
+
+
+class PaperFigure(Target):
+    """A figure: one or more panels drawn from frames, saved as PNG and PDF."""
+
+    def applies(self, study: Study) -> bool:
+        return study.draws_figures
+
+    def draw(self, study: Study) -> dict[str, Figure]:
+        """The figure's panels by file name (the calls a notebook makes)."""
+        raise NotImplementedError
+
+    def write(self, study: Study, out: Path) -> list[Path]:
+        drawn = self.draw(study)
+        return [path for name, fig in drawn.items() for path in save_figure(fig, out, name)]
+
+
+class PaperTable(Target):
+    """A table: our rows beside the paper's, written as Markdown and LaTeX."""
+
+    caption: ClassVar[str]
+    row_names: ClassVar[dict[str, str] | None] = None  # method -> row label, where not its name
+
+    def frame(self, study: Study) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def write(self, study: Study, out: Path) -> list[Path]:
+        return write_table(self.frame(study), out, self.name, self.caption, self.row_names)
+
+
+def holds(flag: bool) -> str:
+    """How a claim's verdict reads in the summary."""
+    return "yes" if flag else "**no**"
