@@ -50,7 +50,7 @@ def measure(run: Run, n: int, seed: int, masking: float, **kw: str | None) -> di
         "run": run.name,
         "method": run.config.method_key,
         "epoch": int(autoattack["epoch"].item()),
-        "ε (/255)": run.config.eps,
+        "ε (/255)": run.config.eps255,
         "PGD-20 (%)": pgd,
         "AutoAttack (%)": aa,
         "PGD-20 − AA (points)": pgd - aa,

@@ -34,7 +34,7 @@ def main(runs: tuple[str, ...], size: int, attack: str, device: str) -> None:
         data = run_data(run)
         cfg = run.config
         x, y = data.val_x[:size], data.val_y[:size]
-        probe = Probe(attack, cfg.eps_float, x, y, seed=cfg.seed)
+        probe = Probe(attack, cfg.eps_image, x, y, seed=cfg.seed)
         rows: list[dict] = []
         for epoch in run.epochs():
             model, method = run.load(epoch, dev)

@@ -57,7 +57,7 @@ def main(
 ) -> None:
     run, device = Run(run_path), resolve_device(device)
     ours = evaluate_run(
-        run, ["pgd20"], [epoch], n=n, seed=seed, eps=eps, device=device, data_dir=data_dir
+        run, ["pgd20"], [epoch], n=n, seed=seed, eps255=eps, device=device, data_dir=data_dir
     )["accuracy"].item()
     model = run.load(epoch, device)[0]
     x, y = fixed_test_subset(run, n, seed, data_dir)

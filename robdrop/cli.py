@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from robdrop.attacks import SPEC_HELP, MissingExtra
-from robdrop.data import DatasetNotFound
-from robdrop.training.config import PRESETS, make_config
+from robdrop.data import DATASETS, DatasetNotFound
+from robdrop.training.config import PRESETS, REACTIONS, RECIPES, make_config
 from robdrop.training.runs import RunError, find_runs
 
 if TYPE_CHECKING:
@@ -96,20 +96,20 @@ out_option = click.option(
 @click.option(
     "--epochs", type=int, help="Number of epochs (preset: 30 for the paper, 10 for mini)."
 )
-@click.option("--eps", type=float, help="Training budget ε in /255 units (e.g. 8).")
+@click.option("--eps", "eps255", type=float, help="Training budget ε in /255 units (e.g. 8).")
 @click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR).")
 @click.option("--no-download", is_flag=True, help="Never try torchvision's download.")
 @click.option("--model", help="prn18, prn20, wrn34 or resnet50.")
 @click.option(
     "--width", type=int, help="Base width (prn18 64, prn20 16) or widen factor (wrn34 10)."
 )
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet"]))
+@click.option("--dataset", type=click.Choice(DATASETS))
 @click.option("--train-size", type=int, help="Train on the first N training images.")
 @click.option("--val-size", type=int, help="Hold out the last N training images.")
 @click.option("--batch-size", type=int)
 @click.option(
     "--recipe",
-    type=click.Choice(["released", "uniform"]),
+    type=click.Choice(RECIPES),
     help="Optimizer per method: its released code's (default) or the paper's common one for "
     "all (docs/design.md, 'Optimizer recipes').",
 )
@@ -136,7 +136,7 @@ out_option = click.option(
 @click.option("--monitor-rule", "monitor_rule", multiple=True, help="Monitor threshold key=value.")
 @click.option(
     "--on-underfit",
-    type=click.Choice(["warn", "stop", "best"]),
+    type=click.Choice(REACTIONS),
     help="On a monitor flag: warn, stop (keeping best.pt), or keep best.pt and go on.",
 )
 @out_option
@@ -266,9 +266,11 @@ RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
     "--attack", "-a", "attacks", multiple=True, default=["pgd20"], help=f"Repeatable: {SPEC_HELP}."
 )
 @analysis_options(None, "Evaluate a seeded subset of N test images (default: all).")
-@click.option("--sigma", type=float, help="σ of gauss in /255 (default: ε).")
+@click.option("--sigma", "sigma255", type=float, help="σ of gauss in /255 (default: ε).")
 @click.option("--restarts", default=1, help="Random restarts of pgd<N>/cw<N>.")
-@click.option("--eps", type=float, help="Attack budget in /255 (default: the run's training ε).")
+@click.option(
+    "--eps", "eps255", type=float, help="Attack budget in /255 (default: the run's training ε)."
+)
 def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
     """Accuracy of RUN's checkpoints under attacks (eval mode, fp32), with time per epoch.
 
@@ -337,7 +339,9 @@ def crossacc(
 @click.option(
     "--set", "settings", multiple=True, help="Another training setting key=value (repeatable)."
 )
-@click.option("--eval-eps", default=8.0, help="Evaluation budget in /255, the same for all.")
+@click.option(
+    "--eval-eps", "eval_eps255", default=8.0, help="Evaluation budget in /255, the same for all."
+)
 @click.option("--n", type=int, help="Evaluate a seeded subset of N test images (default: all).")
 @click.option("--seed", default=0, help="Seed of the evaluation subset and random starts.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

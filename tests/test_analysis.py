@@ -169,7 +169,7 @@ def test_runs_resolve_by_method_name_and_ambiguity_is_reported(fgsm, out, tmp_pa
     root = tmp_path / "runs"
     # several runs: the one with the preset's ε and seed (mini: 8/255, seed 1) is taken
     copy_run(fgsm, root / "a", seed=1)
-    copy_run(fgsm, root / "b", eps=4.0, seed=1)
+    copy_run(fgsm, root / "b", eps255=4.0, seed=1)
     assert resolve_run("fgsm", root, "mini").name == "a"
     copy_run(fgsm, root / "c", seed=1)
     with pytest.raises(ValueError, match="several fgsm runs"):

@@ -62,7 +62,7 @@ def test_zero_start_and_zero_block_steps_give_the_fgsm_step(tiny_model, cifar):
     # images outside the training set (no indices) start from ω = 0 whatever ω holds
     method.omega.uniform_(-1, 1)
     x, y = cifar.test_x[:32].float() / 255, cifar.test_y[:32]
-    delta = method.perturb(Batch(x, y, None))
+    delta = method.perturb(Batch.outside(x, y))
     assert torch.equal(delta, fgsm_step(tiny_model, x, y, 4 / 255))
     assert not torch.equal(method.perturb(batch), expected)  # training images use their ω
 
@@ -272,17 +272,6 @@ def test_fgsm_plus_has_no_block_perturbations_and_noinit_no_omega(
         initial = method.state_dict()["initial"]
         assert set(initial) == set(columns) | set(method.alphas)
         assert initial["alpha_input"] == 1e-4 and initial.get("alpha_block1", 0.0) == 0.0
-
-
-@pytest.mark.parametrize("method", ["apart-noinit", "fgsm+"])
-def test_variants_resume(method, data_dir, tmp_path):
-    args = tiny_train_args(data_dir, tmp_path, method)
-    runner = CliRunner()
-    assert runner.invoke(main, args, catch_exceptions=False).exit_code == 0
-    result = runner.invoke(main, [*args, "--resume"])
-    assert result.exit_code == 0, result.output
-    examples = sorted(p.name for p in (tmp_path / f"mini-{method}-eps8-seed0").glob("examples-*"))
-    assert examples == ([] if method == "apart-noinit" else ["examples-001.pt"])
 
 
 def test_omega_refuses_batches_of_another_size_with_one_sentence(tiny_model, cifar):

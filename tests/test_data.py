@@ -198,7 +198,7 @@ def test_the_imagenet_preset_has_wong_et_al_phases():
         (7, 352, 224),
         (13, None, 288),
     ]
-    assert (cfg.epochs, cfg.eps, cfg.lr_max, cfg.model) == (15, 2.0, 0.4, "resnet50")
+    assert (cfg.epochs, cfg.eps255, cfg.lr_max, cfg.model) == (15, 2.0, 0.4, "resnet50")
 
 
 def test_the_imagenet_preset_trains_resnet50_through_its_first_phase(tmp_path):

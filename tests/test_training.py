@@ -189,3 +189,16 @@ def test_no_run_file_executes_code_when_read(kind, data_dir, tmp_path):
         with pytest.raises(RunError, match="corrupted"):
             read()
     assert not target.exists()
+
+
+def test_run_json_of_earlier_versions_reads_with_todays_names():
+    """Runs made before budgets carried their unit (`eps`) and before options said theirs
+    (`step`, `k`) load as today's config, so their folders still open and resume."""
+    from robdrop.training.config import TrainConfig, make_config
+
+    old = {"method": "nfgsm", "eps": 4.0, "options": {"k": 1.0, "step": 0.5}, "preset": "mini"}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.eps255 == 4.0 and cfg.options == {"noise_in_eps": 1.0, "step_in_eps": 0.5}
+    pgd = TrainConfig.from_dict({"method": "pgd10", "eps": 8, "options": {"step": 1}})
+    assert pgd.options == {"step255": 1} and pgd.eps_image == 8 / 255
+    assert make_config("mini", method="pgd10", eps=6, options={"step": 1}).eps255 == 6

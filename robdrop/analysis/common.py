@@ -59,8 +59,8 @@ def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) ->
         )
     if len(found) > 1:
         default = make_config(preset, method=key)
-        wanted = (default.eps, default.seed)
-        found = [r for r in found if (r.config.eps, r.config.seed) == wanted] or found
+        wanted = (default.eps255, default.seed)
+        found = [r for r in found if (r.config.eps255, r.config.seed) == wanted] or found
     if len(found) > 1:
         names = ", ".join(str(r.path) for r in found)
         raise ValueError(f"several {key} runs with preset {preset} match ({names}); pass one path")
@@ -135,4 +135,4 @@ def own_perturbation(ckpt: Checkpoint, x: torch.Tensor, y: torch.Tensor) -> torc
     Test images are not training examples, so they get no learned per-example initialisation.
     """
     with eval_locked(ckpt.model):
-        return ckpt.method.perturb(Batch(x, y, None))
+        return ckpt.method.perturb(Batch.outside(x, y))

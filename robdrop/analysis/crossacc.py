@@ -43,11 +43,11 @@ def _attack_on(attack: Attack, ckpt: Checkpoint, x: torch.Tensor, y: torch.Tenso
     return attack(ckpt.model, x, y)
 
 
-def generator(spec: str, eps: float) -> tuple[Generator, str]:
+def generator(spec: str, eps255: float) -> tuple[Generator, str]:
     """f_B for a spec ("own" or an attack at ε in /255) and what names it in the cache key."""
     if spec.strip().lower() == OWN:
         return own_perturbation, OWN
-    attack = make_attack(spec, eps / 255)
+    attack = make_attack(spec, eps255 / 255)
     return partial(_attack_on, attack), attack.describe()
 
 
@@ -98,13 +98,13 @@ def cross_accuracy(
     epochs: Epochs = "all",
     n: int | None = 1000,
     seed: int = 0,
-    eps: float | None = None,
+    eps255: float | None = None,
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Per epoch i of `source_run`: accuracy of model_run@model_epoch on x + f_B(θ_C^(i), x, y).
 
-    `perturb` is an attack spec or "own"; `eps` (/255) defaults to the source run's ε. Rows are
+    `perturb` is an attack spec or "own"; `eps255` (/255) defaults to the source run's ε. Rows are
     cached in the source run's folder, keyed by both checkpoints; the random reference, which
     depends on θ_A only, once in the model run's folder.
     """
@@ -114,13 +114,13 @@ def cross_accuracy(
             f"on {source_run.config.dataset}"
         )
     device = resolve_device(device)
-    eps = source_run.config.eps if eps is None else eps
+    eps255 = source_run.config.eps255 if eps255 is None else eps255
     (target_epoch,) = resolve_epochs(
         model_run, model_epoch, seed=seed, device=device, data_dir=data_dir
     )
     target = Checkpoint(model_run, target_epoch, device)
-    generate, name = generator(perturb, eps)
-    random, random_name = generator("random", eps)
+    generate, name = generator(perturb, eps255)
+    random, random_name = generator("random", eps255)
     x, y = fixed_test_subset(model_run, n, seed, data_dir)
     chosen = resolve_epochs(source_run, epochs, seed=seed, device=device, data_dir=data_dir)
     model_key = [model_run.path.resolve().as_posix(), target_epoch]

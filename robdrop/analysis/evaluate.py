@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -24,6 +25,8 @@ from robdrop.training.runs import Run
 BEST_BY = "pgd20"  # the attack whose validation accuracy picks the best epoch
 
 Epochs = str | int | Sequence[int]
+# the held-out part of the training set, or the test set
+Split = Literal["val", "test"]
 
 
 def _accuracy(
@@ -46,15 +49,15 @@ def _accuracy(
 
 def accuracy_table(
     run: Run,
-    split: str,
+    split: Split,
     attacks: Sequence[str],
     epochs: Sequence[int],
     *,
     n: int | None = None,
     seed: int = 0,
-    eps: float | None = None,
+    eps255: float | None = None,
     restarts: int = 1,
-    sigma: float | None = None,
+    sigma255: float | None = None,
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
 ) -> pd.DataFrame:
@@ -62,10 +65,13 @@ def accuracy_table(
     if not attacks:
         raise ValueError("name at least one attack")
     device = resolve_device(device)
-    eps = run.config.eps if eps is None else eps
+    eps255 = run.config.eps255 if eps255 is None else eps255
     built = {
         spec.strip().lower(): make_attack(
-            spec, eps / 255, restarts=restarts, sigma=None if sigma is None else sigma / 255
+            spec,
+            eps255 / 255,
+            restarts=restarts,
+            sigma=None if sigma255 is None else sigma255 / 255,
         )
         for spec in attacks
     }
@@ -86,7 +92,7 @@ def accuracy_table(
             compute = partial(_accuracy, ckpt, spec, attack, x, y, seed)
             rows.append(cached(run, "accuracy", params, [ckpt.path], compute))
     table = pd.concat(rows, ignore_index=True)
-    return table.assign(n=len(y), seed=seed, eps=eps)
+    return table.assign(n=len(y), seed=seed, eps=eps255)  # the column is in /255
 
 
 def best_epoch(
@@ -158,15 +164,16 @@ def evaluate_run(
     n: int | None = None,
     seed: int = 0,
     restarts: int = 1,
-    sigma: float | None = None,
-    eps: float | None = None,
+    sigma255: float | None = None,
+    eps255: float | None = None,
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Test accuracy per (epoch, attack) with the training time of each epoch (Tables 2–4).
 
     `n` evaluates a subset of n test images drawn with `seed` (default: the whole test set);
-    `eps` (default: the run's training ε) and `sigma` (Gaussian noise, default ε) are in /255.
+    the budget `eps255` (default: the run's training ε) and the Gaussian noise's `sigma255`
+    (default ε) are in /255, as is the table's `eps` column.
     """
     chosen = resolve_epochs(run, epochs, seed=seed, device=device, data_dir=data_dir)
     table = accuracy_table(
@@ -176,9 +183,9 @@ def evaluate_run(
         chosen,
         n=n,
         seed=seed,
-        eps=eps,
+        eps255=eps255,
         restarts=restarts,
-        sigma=sigma,
+        sigma255=sigma255,
         device=device,
         data_dir=data_dir,
     )

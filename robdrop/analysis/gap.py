@@ -62,7 +62,7 @@ def strength_gap(
 ) -> pd.DataFrame:
     """G_{A→B} per epoch of run A against attack `to` at A's training ε (cached per epoch)."""
     device = resolve_device(device)
-    attack = make_attack(to, run.config.eps_float)
+    attack = make_attack(to, run.config.eps_image)
     x, y = fixed_test_subset(run, n, seed, data_dir)
     rows = []
     chosen = resolve_epochs(run, epochs, seed=seed, device=device, data_dir=data_dir)

@@ -9,21 +9,25 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 LossFn = Callable[..., torch.Tensor]  # (logits, y, reduction="mean") -> loss
+# the BN/dropout mode while attacking: train, eval, or as the model is
+AttackMode = Literal["train", "eval", "keep"]
+ATTACK_MODES: tuple[str, ...] = get_args(AttackMode)
 # A fixed loss scale for fp16 input gradients: they only feed sign steps, so no unscaling is needed.
 AMP_LOSS_SCALE = 1024.0
 
 
 @contextmanager
-def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
+def model_mode(model: nn.Module, mode: AttackMode) -> Iterator[None]:
     """Put the model in 'train' or 'eval' mode ('keep' leaves it) and restore it afterwards."""
-    if mode not in ("train", "eval", "keep"):
-        raise ValueError(f"mode must be train, eval or keep, not {mode!r}")
+    if mode not in ATTACK_MODES:
+        raise ValueError(f"mode must be {', '.join(ATTACK_MODES)}, not {mode!r}")
     was_training = model.training
     if mode != "keep":
         model.train(mode == "train")
@@ -119,7 +123,10 @@ class Attack:
     'train' for generating training perturbations as the reference implementations do.
     """
 
-    def __init__(self, eps: float, *, mode: str = "eval", amp: bool = False) -> None:
+    # |δ|∞ ≤ ε (Gaussian noise is the exception)
+    bounded: ClassVar[bool] = True
+
+    def __init__(self, eps: float, *, mode: AttackMode = "eval", amp: bool = False) -> None:
         if not 0 <= eps <= 1:
             raise ValueError(f"eps must be in [0, 1] image units, got {eps}")
         self.eps, self.mode, self.amp = eps, mode, amp

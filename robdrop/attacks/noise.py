@@ -31,6 +31,8 @@ class UniformNoise(Attack):
 class GaussianNoise(Attack):
     """x + N(0, σ²), clipped to [0, 1]; not bounded by ε. The paper gives no σ: default σ = ε."""
 
+    bounded = False
+
     def __init__(self, eps: float, *, sigma: float | None = None, **kw) -> None:
         super().__init__(eps, **kw)
         self.sigma = eps if sigma is None else sigma

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,10 @@ from robdrop.attacks.base import (
     model_mode,
     uniform_start,
 )
+
+# cross-entropy, or the C&W margin (max non-true logit − true logit)
+Loss = Literal["ce", "cw"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 class PGD(Attack):
@@ -32,14 +38,14 @@ class PGD(Attack):
         *,
         random_start: bool = True,
         restarts: int = 1,
-        loss: str = "ce",
+        loss: Loss = "ce",
         **kw,
     ) -> None:
         super().__init__(eps, **kw)
         if steps < 1 or restarts < 1:
             raise ValueError("PGD needs at least one step and one restart")
-        if loss not in ("ce", "cw"):
-            raise ValueError(f"loss must be 'ce' or 'cw', not {loss!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be {' or '.join(LOSSES)}, not {loss!r}")
         self.steps, self.step, self.random_start = steps, step, random_start
         self.restarts, self.loss = restarts, loss
 

@@ -24,7 +24,7 @@ instead of 400. `released_decay` keeps that (docs/design.md, "APART").
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,9 @@ from robdrop.models.sites import armed, capturing, sites
 # μ_α's peak on CIFAR in the paper: the step-size learning rate that the released model
 # optimizer's decay is measured against (see `released_decay`)
 PAPER_STEP_LR_MAX = 5e-8
-OMEGA_GRADS = ("input", "masked")
+# ω's ascent direction: the gradient at the model's input image (authors' code) or ∂L/∂ω
+OmegaGrad = Literal["input", "masked"]
+OMEGA_GRADS: tuple[str, ...] = get_args(OmegaGrad)
 
 
 class APART(Method):

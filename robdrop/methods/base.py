@@ -128,6 +128,11 @@ class Method:
         self.learner: nn.Module = model if learner is None else learner
 
     # -- the perturbation generator f_A -------------------------------------------------------
+    @property
+    def bound(self) -> float:
+        """The largest |δ|∞ of this method's input perturbation, in image units (ε)."""
+        return self.ctx.eps
+
     def perturb(self, batch: Batch) -> torch.Tensor:
         """The input perturbation δ this method trains on for `batch` (detached)."""
         raise NotImplementedError

@@ -11,7 +11,7 @@ at 10/255, 0.036 at 2/255); `lam` overrides it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,11 @@ def alignment(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(g1[keep], g2[keep], dim=1).mean()
 
 
+# FGSM's start: zero (the published command) or uniform noise in the ε-ball (FGSM-RS)
+Start = Literal["zero", "random"]
+STARTS: tuple[str, ...] = get_args(Start)
+
+
 class GradAlign(Method):
     """FGSM with GradAlign's regulariser (one extra forward and a double backward per batch)."""
 
@@ -48,10 +53,11 @@ class GradAlign(Method):
         lr_max=0.3,
         lr_peak=0.4,
     )
+    renamed_options: ClassVar[dict[str, str]] = {"step": "step_in_eps"}
     defaults: ClassVar[dict[str, Any]] = {
         "lam": None,  # None: published_lambda(ε)
         "start": "zero",  # FGSM's start: zero (published command) or random (FGSM-RS)
-        "step": 1.25,  # FGSM step in units of ε
+        "step_in_eps": 1.25,  # FGSM step in units of ε
     }
 
     def __init__(
@@ -63,8 +69,8 @@ class GradAlign(Method):
         learner: torch.nn.Module | None = None,
     ) -> None:
         super().__init__(model, ctx, number, learner=learner)
-        if self.options["start"] not in ("zero", "random"):
-            raise ValueError("GradAlign's start is zero or random")
+        if self.options["start"] not in STARTS:
+            raise ValueError(f"GradAlign's start is {' or '.join(STARTS)}")
         lam = self.options["lam"]
         self.lam = published_lambda(ctx.eps) if lam is None else float(lam)
 
@@ -74,7 +80,7 @@ class GradAlign(Method):
         start = uniform_start(x, eps) if self.options["start"] == "random" else torch.zeros_like(x)
         with model_mode(self.model, "train"):
             grad = input_gradient(self.model, x, start, y, amp=self.ctx.amp)
-        return clip_delta(start + self.options["step"] * eps * grad.sign(), x, eps), grad
+        return clip_delta(start + self.options["step_in_eps"] * eps * grad.sign(), x, eps), grad
 
     def perturb(self, batch: Batch) -> torch.Tensor:
         return self._fgsm(batch.x.detach(), batch.y)[0].detach()

@@ -21,10 +21,15 @@ class NFGSM(Method):
     single_step = True
     name = "nfgsm"
     recipe = Recipe(5e-4, "pdejorge/N-FGSM train.py", momentum_at_peak=CYCLED)
+    renamed_options: ClassVar[dict[str, str]] = {
+        "k": "noise_in_eps",
+        "step": "step_in_eps",
+        "clip": "clip_in_eps",
+    }
     defaults: ClassVar[dict[str, Any]] = {
-        "k": 2.0,  # noise magnitude in units of ε
-        "step": 1.0,  # α in units of ε
-        "clip": None,  # project δ to clip·ε (None: no projection, the published default)
+        "noise_in_eps": 2.0,  # k: noise magnitude in units of ε
+        "step_in_eps": 1.0,  # α in units of ε
+        "clip_in_eps": None,  # project δ to this many ε (None: no projection, as published)
     }
 
     def __init__(
@@ -37,17 +42,28 @@ class NFGSM(Method):
     ) -> None:
         super().__init__(model, ctx, number, learner=learner)
         opt = self.options
-        if opt["k"] < 0 or opt["step"] <= 0 or (opt["clip"] is not None and opt["clip"] <= 0):
+        k, step, clip = opt["noise_in_eps"], opt["step_in_eps"], opt["clip_in_eps"]
+        if k < 0 or step <= 0 or (clip is not None and clip <= 0):
             raise ValueError("N-FGSM needs k ≥ 0, step > 0 and clip > 0 (or None)")
+
+    @property
+    def bound(self) -> float:
+        """|δ|∞ reaches (k + step)·ε without the projection, clip·ε with it."""
+        opt, eps = self.options, self.ctx.eps
+        if opt["clip_in_eps"] is not None:
+            return opt["clip_in_eps"] * eps
+        return (opt["noise_in_eps"] + opt["step_in_eps"]) * eps
 
     def perturb(self, batch: Batch) -> torch.Tensor:
         eps, opt = self.ctx.eps, self.options
         x = batch.x.detach()
-        noise = torch.empty_like(x).uniform_(-opt["k"] * eps, opt["k"] * eps)
+        k = opt["noise_in_eps"]
+        noise = torch.empty_like(x).uniform_(-k * eps, k * eps)
         noise = (x + noise).clamp(0, 1) - x
         with model_mode(self.model, "train"):
             grad = input_gradient(self.model, x, noise, batch.y, amp=self.ctx.amp)
-        delta = noise + opt["step"] * eps * grad.sign()
-        if opt["clip"] is not None:
-            delta = delta.clamp(-opt["clip"] * eps, opt["clip"] * eps)
+        delta = noise + opt["step_in_eps"] * eps * grad.sign()
+        clip = opt["clip_in_eps"]
+        if clip is not None:
+            delta = delta.clamp(-clip * eps, clip * eps)
         return ((x + delta).clamp(0, 1) - x).detach()

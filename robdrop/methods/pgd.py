@@ -14,7 +14,8 @@ class PGDTraining(AttackMethod):
     name = "pgd"
     number_name = "steps"
     recipe = Recipe(5e-4, WONG.format("train_pgd.py"), momentum_at_peak=CYCLED)
-    defaults: ClassVar[dict[str, Any]] = {"step": None}  # /255 units; None = ε/4
+    defaults: ClassVar[dict[str, Any]] = {"step255": None}  # in /255; None = ε/4
+    renamed_options: ClassVar[dict[str, str]] = {"step": "step255"}
 
     @property
     def steps(self) -> int:
@@ -22,7 +23,7 @@ class PGDTraining(AttackMethod):
         return self.number
 
     def make_attack(self) -> Attack:
-        step = self.options["step"]
+        step = self.options["step255"]
         return make_attack(
             f"pgd{self.steps}",
             self.ctx.eps,

@@ -77,7 +77,7 @@ class Figure1(PaperFigure):
 
     def draw(self, study: Study) -> dict[str, Figure]:
         images, deltas = self.images(study)
-        eps = study.run("fgsm").config.eps_float
+        eps = study.run("fgsm").config.eps_image
         return {
             "figure1a": draw_images(images, deltas, eps),
             "figure1b": draw_strength(self.frame(study), study.fgsm_collapse()),

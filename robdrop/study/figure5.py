@@ -15,14 +15,14 @@ from robdrop.study.target import PaperFigure
 from robdrop.training.config import make_config
 from robdrop.training.runs import Run, find_runs
 
-EVAL_EPS = 8.0  # every ε_train is evaluated at the paper's 8/255
+EVAL_EPS255 = 8.0  # every ε_train is evaluated at the paper's 8/255
 
 
 class Figure5(PaperFigure):
     name = "figure5"
 
     def runs(self, study: Study) -> list[RunSpec]:
-        return [study.spec(m, eps=e) for m in study.sweep_methods for e in study.sweep_eps]
+        return [study.spec(m, eps255=e) for m in study.sweep_methods for e in study.sweep_eps]
 
     def sweep_runs(self, study: Study) -> list[Run]:
         """The ε sweep's runs present under the study's root: its methods with this preset's
@@ -34,25 +34,25 @@ class Figure5(PaperFigure):
             if run.config.preset == study.preset
             and run.config.model == model
             and run.config.method_key in study.sweep_methods
-            and run.name == study.spec(run.config.method_key, eps=run.config.eps).name
+            and run.name == study.spec(run.config.method_key, eps255=run.config.eps255).name
         ]
         if not found:
             raise ValueError(
                 f"no ε-sweep runs of {', '.join(study.sweep_methods)} under {study.root}; make "
                 f"them with `robdrop reproduce --preset {study.preset} --only figure5`"
             )
-        return sorted(found, key=lambda r: (r.config.method_key, r.config.eps))
+        return sorted(found, key=lambda r: (r.config.method_key, r.config.eps255))
 
     def frame(self, study: Study) -> pd.DataFrame:
         """method, eps_train, clean, pgd20 (%) at the last epoch, evaluated at ε = 8/255."""
         rows = []
         for run in self.sweep_runs(study):
-            acc = study.evaluate(run, ("clean", "pgd20"), "last", EVAL_EPS)
+            acc = study.evaluate(run, ("clean", "pgd20"), "last", EVAL_EPS255)
             acc = 100 * acc.set_index("attack")["accuracy"]
             rows.append(
                 {
                     "method": run.config.method_key,
-                    "eps_train": run.config.eps,
+                    "eps_train": run.config.eps255,
                     "clean": acc["clean"],
                     "pgd20": acc["pgd20"],
                 }

@@ -145,14 +145,18 @@ class Study:
 
     # -- evaluations (cached beside each run) ----------------------------------------------------
     def evaluate(
-        self, run: Run, attacks: tuple[str, ...], epochs: Epochs = "all", eps: float | None = None
+        self,
+        run: Run,
+        attacks: tuple[str, ...],
+        epochs: Epochs = "all",
+        eps255: float | None = None,
     ) -> pd.DataFrame:
-        """Accuracy per (epoch, attack) on this study's test images."""
+        """Accuracy per (epoch, attack) on this study's test images (budget in /255)."""
         return evaluate_run(
             run,
             attacks,
             epochs,
-            eps=eps,
+            eps255=eps255,
             n=self.n,
             seed=self.seed,
             device=self.device,

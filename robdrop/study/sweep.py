@@ -1,7 +1,7 @@
 """The ε_train sweep of Figure 5: train each (method, ε) and measure clean and PGD-20 accuracy.
 
 Runs are reused when complete and resumed when partial (`trainer.ensure_trained`). Every model
-is evaluated at its last epoch against the same budget, `eval_eps` (8/255 by default, the
+is evaluated at its last epoch against the same budget, `eval_eps255` (8/255 by default, the
 paper's evaluation budget on CIFAR), whatever ε it was trained with.
 """
 
@@ -44,7 +44,7 @@ def eps_sweep(
     out: str | Path = "checkpoints",
     *,
     config: dict[str, Any] | None = None,
-    eval_eps: float = 8.0,
+    eval_eps255: float = 8.0,
     n: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -55,13 +55,20 @@ def eps_sweep(
     uses a subset of `n` test images drawn with `seed` (default: all) on the run's device.
     """
     combos = list(itertools.product(methods, eps_values))
-    cfgs = [make_config(preset, **{**(config or {}), "method": m, "eps": e}) for m, e in combos]
+    cfgs = [make_config(preset, **{**(config or {}), "method": m, "eps255": e}) for m, e in combos]
     rows = []
     for cfg in tqdm(cfgs, desc="eps sweep", unit="run", leave=False, disable=not progress):
         run = ensure_trained(cfg, out, progress=progress)
-        table = evaluate_run(run, ATTACKS, "last", n=n, seed=seed, eps=eval_eps, device=cfg.device)
+        table = evaluate_run(
+            run, ATTACKS, "last", n=n, seed=seed, eps255=eval_eps255, device=cfg.device
+        )
         accuracy = table.set_index("attack")["accuracy"]
         rows.append(
-            {"method": cfg.method_key, "eps_train": cfg.eps, **accuracy.to_dict(), "run": run.name}
+            {
+                "method": cfg.method_key,
+                "eps_train": cfg.eps255,
+                **accuracy.to_dict(),
+                "run": run.name,
+            }
         )
     return pd.DataFrame(rows, columns=["method", "eps_train", *ATTACKS, "run"])

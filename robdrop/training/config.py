@@ -25,6 +25,19 @@ RECIPES: tuple[str, ...] = get_args(RecipeName)
 REACTIONS: tuple[str, ...] = get_args(Reaction)
 
 
+# settings that earlier versions called otherwise (run.json files, `--set`): {old: new}
+RENAMED = {"eps": "eps255"}
+
+
+def current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with earlier versions' setting names, and its method's option names, as today's."""
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
+    if values.get("options") and "method" in values:
+        renamed = parse_method(values["method"]).cls.renamed_options
+        values["options"] = {renamed.get(k, k): v for k, v in values["options"].items()}
+    return values
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run; stored whole in run.json."""
@@ -38,7 +51,7 @@ class TrainConfig:
     width: int | None = None  # base width (prn18: 64, prn20: 16), widen factor (wrn34: 10)
     train_size: int | None = None  # first N training images; None = all but the held-out part
     val_size: int = 0  # last N training images, held out (never trained on)
-    eps: float = 8.0  # /255 units
+    eps255: float = 8.0  # the training budget ε in /255 units (`--eps 8`)
     epochs: int = 30
     batch_size: int = 128
     lr_max: float = 0.2
@@ -74,22 +87,23 @@ class TrainConfig:
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
     @property
-    def eps_float(self) -> float:
-        return self.eps / 255
+    def eps_image(self) -> float:
+        """ε in image units (8/255), as attacks and methods take it."""
+        return self.eps255 / 255
 
     @property
     def method_key(self) -> str:
         return parse_method(self.method).key
 
     def default_name(self) -> str:
-        return f"{self.preset or 'custom'}-{self.method_key}-eps{self.eps:g}-seed{self.seed}"
+        return f"{self.preset or 'custom'}-{self.method_key}-eps{self.eps255:g}-seed{self.seed}"
 
     def validate(self) -> None:
         """Fail early, with one sentence, on anything that cannot work."""
-        if not 0 < self.eps <= 64:
-            raise ValueError(f"--eps is in /255 units and must be in (0, 64], got {self.eps}")
+        if not 0 < self.eps255 <= 64:
+            raise ValueError(f"--eps is in /255 units and must be in (0, 64], got {self.eps255}")
         parse_method(self.method)
-        make_attack(self.eval_attack, self.eps_float)
+        make_attack(self.eval_attack, self.eps_image)
         if self.model not in ARCHITECTURES:
             raise ValueError(
                 f"unknown model {self.model!r}; choose one of {', '.join(ARCHITECTURES)}"
@@ -123,7 +137,7 @@ class TrainConfig:
             raise ValueError(f"the monitor rule has no {unknown} (known: {', '.join(known)})")
         UnderfitRule(**self.monitor_rule)
         if self.monitor not in ("auto", "none"):
-            make_attack(self.monitor, self.eps_float)
+            make_attack(self.monitor, self.eps_image)
             if self.val_size == 0:
                 raise ValueError(
                     "--monitor measures held-out training images: add --val-size N (N > 0)"
@@ -153,6 +167,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from run.json (or any dict), earlier versions' names read as today's."""
+        values = current_names(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -177,7 +193,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = {"recipe": "released", **PRESETS.get(preset, {})}
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = current_names({k: v for k, v in overrides.items() if v is not None})
     method_name = given.get("method", TrainConfig.method)
     recipe = given.get("recipe", values["recipe"])
     dataset = given.get("dataset", values.get("dataset", TrainConfig.dataset))

@@ -54,7 +54,7 @@ def method_context_for(
 ) -> MethodContext:
     """What the config's method needs to know about the run."""
     return MethodContext(
-        eps=cfg.eps_float,
+        eps=cfg.eps_image,
         num_train=facts["num_train"],
         image_shape=tuple(facts["image_shape"]),
         device=torch.device(device),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_PAPER_CIFAR = {"epochs": 30, "batch_size": 128, "lr_max": 0.2, "eps": 8.0, "eval_size": 1000}
+_PAPER_CIFAR = {"epochs": 30, "batch_size": 128, "lr_max": 0.2, "eps255": 8.0, "eval_size": 1000}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-cifar10-prn18": {**_PAPER_CIFAR, "dataset": "cifar10", "model": "prn18"},
@@ -15,7 +15,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-imagenet-r50": {
         "dataset": "imagenet",
         "model": "resnet50",
-        "eps": 2.0,
+        "eps255": 2.0,
         "epochs": 15,
         "lr_max": 0.4,
         "batch_size": 256,
@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 16,
         "train_size": 4000,
         "val_size": 1000,
-        "eps": 8.0,
+        "eps255": 8.0,
         "epochs": 10,
         "batch_size": 128,
         "lr_max": 0.2,

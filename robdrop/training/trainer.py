@@ -237,7 +237,7 @@ class Trainer:
         cfg = self.cfg
         quick = QuickCheck(
             cfg.eval_attack,
-            cfg.eps_float,
+            cfg.eps_image,
             self.data.test_x[: cfg.eval_size],
             self.data.test_y[: cfg.eval_size],
             seed=cfg.seed,

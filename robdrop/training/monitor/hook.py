@@ -31,7 +31,7 @@ class MonitorHook:
         if attack is None:
             return None
         x, y = data.val_x[: cfg.monitor_size], data.val_y[: cfg.monitor_size]
-        probe = Probe(attack, cfg.eps_float, x, y, seed=cfg.seed)
+        probe = Probe(attack, cfg.eps_image, x, y, seed=cfg.seed)
         rule = UnderfitRule(**cfg.monitor_rule)
         return cls(probe, rule, epochs=cfg.epochs, on_underfit=cfg.on_underfit)
 
