@@ -33,6 +33,7 @@ import seaborn as sns
 from common import RESULTS, write_result
 
 from robdrop.analysis import evaluate_run
+from robdrop.training.best import best_epoch
 from robdrop.training.config import make_config
 from robdrop.training.monitor.rule import UnderfitRule
 from robdrop.training.runs import Run
@@ -108,10 +109,10 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
     if stopped is None:
         stop_epoch = flags[0] if flags else None
         kept = m["monitor_robust_acc"].loc[: stop_epoch or len(m)]
-        best_epoch, same = int(kept[kept == kept.max()].index[-1]), "(read off)"
+        best, same = best_epoch(kept), "(read off)"
     else:
         stop_epoch = stopped.info.get("stopped", {}).get("epoch")
-        best_epoch = stopped.load_best()["epoch"]
+        best = stopped.load_best()["epoch"]
         same = stopped.metrics().set_index("epoch")[COLUMN].equals(m[COLUMN].loc[: stop_epoch or 0])
     upto = wide.loc[: max(stop_epoch or len(m), lasting or 0)]
     return {
@@ -126,11 +127,11 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
         ),
         "… of the lasting drop": bool(flags and lasting and abs(flags[0] - lasting) <= 1),
         "stopped after": stop_epoch,
-        "best.pt epoch": best_epoch,
-        "best.pt PGD-20 %": wide.loc[best_epoch],
-        "best epoch up to the stop or lasting drop": int(upto.idxmax()),
+        "best.pt epoch": best,
+        "best.pt PGD-20 %": wide.loc[best],
+        "best epoch up to the stop or lasting drop": best_epoch(upto),
         "its PGD-20 %": upto.max(),
-        "within 2 points": upto.max() - wide.loc[best_epoch] <= 2,
+        "within 2 points": upto.max() - wide.loc[best] <= 2,
         "best of all epochs % (epoch)": f"{wide.max():.1f} ({int(wide.idxmax())})",
         "stopped run = full run until the stop": same,
     }

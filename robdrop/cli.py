@@ -232,7 +232,8 @@ def analysis_options(n_default: int | None, n_help: str) -> Callable[[Callable],
         click.option(
             "--epochs",
             default="all",
-            help="all, last, best (highest validation PGD-20 accuracy) or a list like 3,10,30.",
+            help="all, last, best (= val-best: highest PGD-20 accuracy on the held-out split), "
+            "probe-best (best.pt's epoch, the monitor's) or a list like 3,10,30.",
         ),
         click.option("--n", type=int, default=n_default, help=n_help),
         click.option("--seed", default=0, help="Seed of the test subset and of random starts."),

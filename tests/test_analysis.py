@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from robdrop.analysis import (
-    best_epoch,
     cross_accuracy,
     evaluate_run,
     fixed_test_subset,
@@ -24,6 +23,7 @@ from robdrop.analysis import (
     resolve_run,
     step_size_trajectories,
     strength_gap,
+    val_best_epoch,
 )
 from robdrop.analysis.common import Checkpoint, eval_locked, own_perturbation, run_data
 from robdrop.attacks import make_attack
@@ -151,14 +151,15 @@ def test_cache_is_reused_and_recomputed_when_a_checkpoint_changes(fgsm, tmp_path
 
 
 def test_best_is_chosen_on_the_validation_split(pgd, tmp_path):
-    chosen = best_epoch(pgd, attack="pgd2", device="cpu")
+    chosen = val_best_epoch(pgd, attack="pgd2", device="cpu")
     data = run_data(pgd)
     assert len(data.val_y) == 64
     attack, accuracies = make_attack("pgd2", EPS), []
     for epoch in pgd.epochs():
         torch.manual_seed(0)
         accuracies.append(accuracy_under(pgd.load(epoch)[0], attack, data.val_x, data.val_y))
-    assert chosen == pgd.epochs()[accuracies.index(max(accuracies))]
+    latest_best = max(i for i, a in enumerate(accuracies) if a == max(accuracies))
+    assert chosen == pgd.epochs()[latest_best]  # the later epoch on ties, as best.pt
     no_val = copy_run(pgd, tmp_path / "no-val", val_size=0)
     with pytest.raises(ValueError, match="'best' needs a held-out validation split"):
         evaluate_run(no_val, epochs="best", device="cpu")

@@ -76,13 +76,18 @@ def test_live_flags_equal_the_rule_replayed_over_the_recorded_columns(data_dir, 
 
 
 def test_best_keeps_training_and_the_most_robust_epoch(data_dir, tmp_path) -> None:
-    result = train(data_dir, tmp_path, "ffgsm", "--on-underfit", "best", "--epochs", "2")
+    args = ("--on-underfit", "best", "--epochs", "2", "--save-every-epoch")
+    result = train(data_dir, tmp_path, "ffgsm", *args)
     assert result.exit_code == 0, result.output
     run = Run(tmp_path / "mini-ffgsm-eps8-seed0")
     metrics = run.metrics().set_index("epoch")
-    assert run.epochs() == [2]
+    assert run.epochs() == [1, 2]
     best = run.load_best()
     assert metrics.loc[best["epoch"], "monitor_robust_acc"] == metrics["monitor_robust_acc"].max()
+    # the analyses name this choice probe-best (best.pt's epoch) beside val-best
+    from robdrop.analysis import resolve_epochs
+
+    assert resolve_epochs(run, "probe-best") == [best["epoch"]]
 
 
 def test_an_epoch_looks_underfit_on_a_gap_jump_with_falling_robustness_or_at_noise_level() -> None:
@@ -130,3 +135,12 @@ def test_bad_monitor_settings_fail_early(bad, data_dir, tmp_path) -> None:
     args = tiny_train_args(data_dir, tmp_path, "fgsm", *bad)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and not any(tmp_path.iterdir())
+
+
+def test_one_rule_picks_the_best_epoch_for_best_pt_and_the_analyses():
+    import pandas as pd
+
+    from robdrop.training.best import best_epoch
+
+    assert best_epoch(pd.Series([0.1, 0.3, 0.2, 0.3], index=[1, 2, 3, 4])) == 4  # ties: later
+    assert best_epoch(pd.Series([0.5, 0.3], index=[1, 2])) == 1

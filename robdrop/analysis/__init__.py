@@ -3,13 +3,12 @@ cached as CSV next to each run (see docs/analysis.md)."""
 
 from robdrop.analysis.common import fixed_test_subset, resolve_run
 from robdrop.analysis.crossacc import cross_accuracy, parse_model_spec
-from robdrop.analysis.evaluate import best_epoch, evaluate_run, resolve_epochs
+from robdrop.analysis.evaluate import evaluate_run, resolve_epochs, val_best_epoch
 from robdrop.analysis.gap import strength_gap
 from robdrop.analysis.textplot import text_plot
 from robdrop.analysis.trajectories import perturbation_images, step_size_trajectories
 
 __all__ = [
-    "best_epoch",
     "cross_accuracy",
     "evaluate_run",
     "fixed_test_subset",
@@ -20,4 +19,5 @@ __all__ = [
     "step_size_trajectories",
     "strength_gap",
     "text_plot",
+    "val_best_epoch",
 ]

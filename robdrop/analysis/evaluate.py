@@ -19,6 +19,7 @@ from robdrop.analysis.common import Checkpoint, progress, run_data, subset
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
+from robdrop.training.best import best_epoch
 from robdrop.training.factories import resolve_device
 from robdrop.training.runs import Run
 
@@ -95,7 +96,7 @@ def accuracy_table(
     return table.assign(n=len(y), seed=seed, eps=eps255)  # the column is in /255
 
 
-def best_epoch(
+def val_best_epoch(
     run: Run,
     *,
     attack: str = BEST_BY,
@@ -103,7 +104,8 @@ def best_epoch(
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
 ) -> int:
-    """The saved epoch with the highest accuracy under `attack` on the validation split."""
+    """val-best: the saved epoch with the highest accuracy under `attack` on the whole held-out
+    split (`robdrop.training.best`: the later one on ties)."""
     if run.config.val_size == 0:
         raise ValueError(
             f"'best' needs a held-out validation split, but run {run.name} was trained with "
@@ -112,7 +114,7 @@ def best_epoch(
     table = accuracy_table(
         run, "val", [attack], require_epochs(run), seed=seed, device=device, data_dir=data_dir
     )
-    return int(table.loc[table["accuracy"].idxmax(), "epoch"])
+    return best_epoch(table.set_index("epoch")["accuracy"])
 
 
 def require_epochs(run: Run) -> list[int]:
@@ -131,20 +133,24 @@ def resolve_epochs(
     device: str | torch.device = "auto",
     data_dir: str | Path | None = None,
 ) -> list[int]:
-    """'all', 'last', 'best', one epoch, a list of epochs or a string such as '3,10,30'."""
+    """'all', 'last', 'best' (= 'val-best'), 'probe-best' (best.pt's epoch, the monitor's
+    choice), one epoch, a list of epochs or a string such as '3,10,30'."""
     saved = require_epochs(run)
     if epochs == "all":
         return saved
     if epochs == "last":
         return saved[-1:]
-    if epochs == "best":
-        return [best_epoch(run, seed=seed, device=device, data_dir=data_dir)]
+    if epochs in ("best", "val-best"):
+        return [val_best_epoch(run, seed=seed, device=device, data_dir=data_dir)]
+    if epochs == "probe-best":
+        epochs = [int(run.load_best()["epoch"])]
     if isinstance(epochs, str):
         try:
             epochs = [int(e) for e in epochs.split(",")]
         except ValueError:
             raise ValueError(
-                f"epochs must be all, last, best or numbers such as 3,10,30, not {epochs!r}"
+                f"epochs must be all, last, best, probe-best or numbers such as 3,10,30, "
+                f"not {epochs!r}"
             ) from None
     wanted = [epochs] if isinstance(epochs, int) else list(epochs)
     missing = [e for e in wanted if e not in saved]

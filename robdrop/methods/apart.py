@@ -33,6 +33,7 @@ from torch import nn
 from robdrop.attacks.base import AMP_LOSS_SCALE, autocast, clip_delta, model_mode
 from robdrop.data import Batch, View, sharding
 from robdrop.methods.base import CYCLED, Method, MethodContext, Recipe, StepResult
+from robdrop.methods.schedule import cyclic_lr, cyclic_momentum
 from robdrop.models.sites import armed, capturing, sites
 
 # μ_α's peak on CIFAR in the paper: the step-size learning rate that the released model
@@ -266,13 +267,12 @@ class APART(Method):
     def schedule(self, progress: float) -> None:
         """μ_α on its own cyclic schedule: 0 → step_lr_max (at step_lr_peak) → 0; the momentum
         cycles with it as the model's does (CyclicLR's default in the authors' code)."""
-        peak, top = self.options["step_lr_peak"], self.options["step_lr_max"]
-        scale = max(0.0, min(progress / peak, (1 - progress) / (1 - peak)))
+        top = self.options["step_lr_max"]
+        lr = cyclic_lr(progress, top, self.options["step_lr_peak"])
         ctx = self.ctx
-        low = ctx.momentum if ctx.momentum_at_peak is None else ctx.momentum_at_peak
         for group in self.step_optimizer.param_groups:
-            group["lr"] = top * scale
-            group["momentum"] = ctx.momentum - (ctx.momentum - low) * scale
+            group["lr"] = lr
+            group["momentum"] = cyclic_momentum(lr, top, ctx.momentum, ctx.momentum_at_peak)
 
     def epoch_metrics(self) -> dict[str, float]:
         """The current step sizes (α_ω and α_input in image units), a column each (Figure 4)."""

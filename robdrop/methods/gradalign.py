@@ -28,12 +28,12 @@ def published_lambda(eps: float) -> float:
 
 
 def alignment(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
-    """1 − mean cosine between per-example gradients, over examples where both are non-zero."""
+    """1 − mean cosine between per-example gradients, over examples where both are non-zero
+    (0 when there are none), computed on the device without a host synchronisation."""
     g1, g2 = g1.flatten(1), g2.flatten(1)
-    keep = (g1.norm(dim=1) > 0) & (g2.norm(dim=1) > 0)
-    if not keep.any():
-        return g2.sum() * 0
-    return 1 - F.cosine_similarity(g1[keep], g2[keep], dim=1).mean()
+    keep = ((g1.norm(dim=1) > 0) & (g2.norm(dim=1) > 0)).float()
+    misalignment = 1 - F.cosine_similarity(g1, g2, dim=1)
+    return (misalignment * keep).sum() / keep.sum().clamp(min=1)
 
 
 # FGSM's start: zero (the published command) or uniform noise in the ε-ball (FGSM-RS)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from robdrop.analysis.evaluate import Epochs, evaluate_run
+from robdrop.training.best import best_epoch
 from robdrop.training.config import TrainConfig, make_config
 from robdrop.training.runs import Run
 
@@ -71,8 +72,8 @@ def lasting_collapse(curve: pd.Series, fraction: float = 0.25) -> int | None:
 
     `curve` is indexed by epoch.
     """
-    best_epoch, best = curve.idxmax(), curve.max()
-    after = curve.loc[curve.index > best_epoch]
+    best = curve.max()
+    after = curve.loc[curve.index > best_epoch(curve)]
     below = after < fraction * best
     # the last run of epochs below the bar must reach the end of training
     if after.empty or not below.iloc[-1]:

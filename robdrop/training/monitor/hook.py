@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from robdrop.data import Dataset
+from robdrop.training.best import best_epoch
 from robdrop.training.config import Reaction, TrainConfig
 from robdrop.training.monitor.probe import Probe
 from robdrop.training.monitor.rule import UnderfitRule
@@ -49,10 +50,8 @@ class MonitorHook:
     def react(self, run: Run, metrics: pd.DataFrame, state: TrainingState) -> bool:
         """Keep best.pt, warn on a flag, and say whether to stop."""
         row = metrics.iloc[-1]
-        if (
-            self.on_underfit != "warn"
-            and row["monitor_robust_acc"] >= metrics["monitor_robust_acc"].max()
-        ):
+        probe = metrics.set_index("epoch")["monitor_robust_acc"]
+        if self.on_underfit != "warn" and best_epoch(probe) == row["epoch"]:  # probe-best
             weights = state.model.state_dict()
             run.save_best(int(row["epoch"]), weights, float(row["monitor_robust_acc"]))
         if not row["monitor_flag"]:

@@ -1,0 +1,17 @@
+"""What "best epoch" means, once for every place that picks one: the epoch with the highest
+held-out robust accuracy, the later one on ties (it has trained longer at that robustness).
+
+Two measurements feed it, named apart: `probe-best` is the monitor's, taken live after every
+epoch on its small probe (PGD-10 on `monitor_size` held-out images) and kept as best.pt;
+`val-best` (`--epochs best` in the analyses) is PGD-20 on the whole held-out split, measured
+afterwards over the saved checkpoints. Neither ever looks at the test set.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def best_epoch(accuracy: pd.Series) -> int:
+    """The epoch (the series' index) of the highest accuracy, the latest of any ties."""
+    return int(accuracy[accuracy == accuracy.max()].index[-1])
