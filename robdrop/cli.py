@@ -399,9 +399,20 @@ def study_options(command: Callable) -> Callable:
         click.option("--data-dir", default=DATA_DIR, help="Dataset folder (env ROBDROP_DATA_DIR)."),
         click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …"),
         click.option(
-            "--n", type=int, help="Test images per evaluation (default: 300 for mini, else all)."
+            "--n", type=int, help="Test images per evaluation (default: 1,000 for mini, else all)."
         ),
         click.option("--seed", default=0, help="Seed of the test subset and of random starts."),
+        click.option(
+            "--seeds",
+            help="Training seeds, e.g. 1,2,3,4,5 (default: mini 1-5, a paper preset its own; "
+            "`robdrop figures` reads what `reproduce` trained).",
+        ),
+        click.option(
+            "--few-seeds",
+            type=click.IntRange(min=1),
+            help="How many of the seeds PGD-10, PGD-5, Free-8 and ATTA-10 take (default: mini "
+            "2, else all).",
+        ),
         click.option(
             "--sweep-eps", help="Figure 5's ε_train values in /255 (default 2-10; mini 2,4,6,8,10)."
         ),
@@ -451,9 +462,17 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
             err=True,
         )
         autoattack = False
+    if kw["seeds"]:
+        try:
+            extra["seeds"] = tuple(int(seed) for seed in kw["seeds"].split(","))
+        except ValueError:
+            raise click.BadParameter(
+                f"seeds are numbers such as 1,2,3, not {kw['seeds']!r}", param_hint="--seeds"
+            ) from None
     study = Study(
         out,
         preset,
+        few_seeds=kw["few_seeds"],
         n=n,
         seed=kw["seed"],
         device=kw["device"],

@@ -14,10 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from robdrop.analysis.stats import Z95, wilson_interval
 from robdrop.attacks import AutoAttack, make_attack
 from robdrop.cli import main
 from robdrop.study import TARGETS, Study
-from robdrop.study.study import collapse_epoch
+from robdrop.study.study import COSTLY, collapse_epoch, lasting_collapse
 from robdrop.training.runs import find_runs
 
 FIGURES = [n for n in TARGETS if n.startswith("figure")]
@@ -42,7 +43,8 @@ def study_args(data_dir: Path, runs: Path, figures: Path, *extra: str) -> list[s
     return [
         "--preset", "mini", "--out", str(runs), "--figures-dir", str(figures),
         "--data-dir", str(data_dir), "--n", "64", "--sweep-eps", ",".join(SWEEP),
-        "--sweep-method", "ffgsm", "--sweep-method", "apart", "--no-autoattack", *settings, *extra,
+        "--sweep-method", "ffgsm", "--sweep-method", "apart", "--no-autoattack",
+        "--seeds", "1,2", "--few-seeds", "1", *settings, *extra,
     ]  # fmt: skip
 
 
@@ -85,6 +87,21 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
     methods = {r.config.method_key for r in find_runs(runs)}
     expected = {"fgsm", "fgsm+", "ffgsm", "pgd10", "pgd5", "free8", "atta10", "apart"}
     assert methods == expected | {"apart-noinit"}
+    # single-step methods under both seeds, the costly ones under the first (--few-seeds 1);
+    # the ε sweep's other ε under the first seed only
+    seeds: dict[str, set[int]] = {}
+    for run in find_runs(runs):
+        if run.config.eps255 == 8.0:
+            seeds.setdefault(run.config.method_key, set()).add(run.config.seed)
+    for method in expected | {"apart-noinit"}:
+        assert seeds[method] == ({1} if method in COSTLY else {1, 2}), method
+    assert {r.config.seed for r in find_runs(runs) if r.config.eps255 == 4.0} == {1}
+    assert json.loads((runs / "study.json").read_text())["mini"] == {
+        "seeds": [1, 2],
+        "few_seeds": 1,
+    }
+    assert "training seeds: 1, 2 (pgd10, pgd5, free8, atta10: 1)" in summary
+    assert "seeds)" in summary  # verdicts say in how many seeds a claim held
     for run in find_runs(runs):
         assert run.epochs() == [1, 2], f"{run.name} lacks per-epoch checkpoints"
 
@@ -101,6 +118,22 @@ def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Pa
     assert ours["autoattack"].isna().all()  # --no-autoattack: the column is there, empty
     assert " AutoAttack (%) " in (study_dirs[1] / "table2.md").read_text()
     assert (ours["seconds"] > 0).all()
+    # over seeds (read from study.json: two for single-step methods, one for the costly ones)
+    assert ours["seeds"].to_dict() == {
+        "fgsm": 2, "ffgsm": 2, "free8": 1, "pgd10": 1, "atta10": 1, "apart": 2
+    }  # fmt: skip
+    assert ours.loc[["fgsm", "ffgsm", "apart"], "pgd20_std"].notna().all()
+    assert ours.loc[["free8", "pgd10", "atta10"], "pgd20_std"].isna().all()
+    for column in ("clean", "pgd20"):
+        assert (ours[f"{column}_low"] <= ours[column]).all()
+        assert (ours[column] <= ours[f"{column}_high"]).all()
+    fgsm = [
+        TARGETS["table2"].seed_row(study, spec, study.open(spec)) for spec in study.specs("fgsm")
+    ]
+    assert ours.loc["fgsm", "pgd20"] == pytest.approx(50 * (fgsm[0]["pgd20"] + fgsm[1]["pgd20"]))
+    assert ours["collapse"].str.match(r"^[0-2]/[12]").all()
+    shown = (study_dirs[1] / "table2.md").read_text()
+    assert " ± " in shown and " [" in shown
     paper = table2[table2["source"] == "paper Table 2"].set_index("method")
     assert paper.loc["apart", "pgd20"] == 49.30
     assert paper["autoattack"].isna().all()  # the paper reports no AutoAttack
@@ -144,9 +177,12 @@ def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
         "Acc(θ_PGD-10, f_Random)",
     }
     assert sorted(fig1["epoch"].unique()) == [1, 2]
+    assert all(sorted(seeds) == [1, 2] for seeds in fig1.groupby("series")["train_seed"].unique())
     fig2 = TARGETS["figure2"].frame(study)
     assert set(fig2["method"]) == {"fgsm", "pgd10", "apart"}
-    assert fig2.groupby(["method", "quantity"]).size().eq(2).all()
+    sizes = fig2.groupby(["method", "quantity"]).size()
+    assert sizes.loc["pgd10"].eq(2).all()  # 2 epochs × its one seed
+    assert sizes.loc[["fgsm", "apart"]].eq(4).all()  # 2 epochs × 2 seeds
     fig3 = TARGETS["figure3"].frame(study)
     assert set(fig3["pair"]) == {
         "G_FGSM→PGD-10",
@@ -155,8 +191,11 @@ def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
         "G_PGD-5→PGD-20",
     }
     assert set(fig3.loc[fig3["panel"] == "b", "pair"]) == {"G_PGD-5→PGD-20"}
+    assert set(fig3.loc[fig3["pair"] == "G_PGD-5→PGD-20", "train_seed"]) == {1}
+    assert set(fig3.loc[fig3["pair"] == "G_FGSM→PGD-10", "train_seed"]) == {1, 2}
     fig4 = TARGETS["figure4"].frame(study)
     assert {"omega", "input"} <= set(fig4["step"]) and len(fig4["step"].unique()) == 10
+    assert set(fig4["train_seed"]) == {1, 2}
     fig5 = TARGETS["figure5"].frame(Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart")))
     assert sorted(fig5["eps_train"].unique()) == [4.0, 8.0]
     assert set(fig5["method"]) == {"ffgsm", "apart"}
@@ -202,6 +241,36 @@ def test_figures_command_draws_without_training(
     ]
     missing = CliRunner().invoke(main, ["figures", *study_args(data_dir, tmp_path, tmp_path)])
     assert missing.exit_code == 1 and "missing" in missing.output
+
+
+def test_seeds_come_from_options_then_the_record_then_the_preset(tmp_path: Path) -> None:
+    assert Study(tmp_path, "mini").seeds == (1, 2, 3, 4, 5)
+    assert Study(tmp_path, "mini").seeds_for("pgd10") == (1, 2)
+    assert Study(tmp_path, "paper-cifar10-prn18").seeds == (0,)
+    Study(tmp_path, "mini", seeds=(7, 8), few_seeds=1).record()
+    assert Study(tmp_path, "mini").seeds == (7, 8)  # what reproduce trained
+    assert Study(tmp_path, "mini").seeds_for("atta10") == (7,)
+    assert Study(tmp_path, "mini", config={"seed": 3}).seeds == (3,)
+    assert Study(tmp_path, "paper-cifar10-prn18").seeds == (0,)  # recorded per preset
+    with pytest.raises(ValueError, match="distinct"):
+        Study(tmp_path, "mini", seeds=(1, 1))
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(0.5, 1000)
+    assert (round(low, 4), round(high, 4)) == (0.4691, 0.5309)
+    low, high = wilson_interval(0.0, 1000)
+    assert low == 0.0
+    assert high == pytest.approx(Z95**2 / (1000 + Z95**2))  # the bound's closed form at 0
+    with pytest.raises(ValueError, match="at least one image"):
+        wilson_interval(0.5, 0)
+
+
+def test_lasting_collapse_rule() -> None:
+    falls = pd.Series([0.1, 0.4, 0.05, 0.3, 0.05, 0.02], index=range(1, 7))
+    assert lasting_collapse(falls) == 5  # the last run of epochs below a quarter of the best
+    assert lasting_collapse(pd.Series([0.1, 0.4, 0.05, 0.3], index=range(1, 5))) is None
+    assert lasting_collapse(pd.Series([0.4, 0.3, 0.35], index=range(1, 4))) is None
 
 
 def test_collapse_epoch_rule() -> None:

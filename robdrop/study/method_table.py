@@ -1,4 +1,5 @@
 """The shape of Tables 2–6: one row per method, its last epoch's accuracy under a few attacks
+(mean ± standard deviation over the training seeds, and a 95 % interval over the test images)
 and its training time, beside the paper's rows (each labelled in `source`). A table whose runs
 do not exist here (Tables 3–5 in a CIFAR-10 study) holds the paper's rows only."""
 
@@ -9,8 +10,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from robdrop.analysis.stats import wilson_interval
 from robdrop.study.paper_values import paper_table
-from robdrop.study.study import LATER_METHODS, TABLE_PRESET, RunSpec, Study, collapse_epoch
+from robdrop.study.study import LATER_METHODS, TABLE_PRESET, RunSpec, Study, lasting_collapse
 from robdrop.study.target import PaperTable
 from robdrop.training.runs import Run
 
@@ -37,7 +39,7 @@ class MethodTable(PaperTable):
         return (*self.methods, *LATER_METHODS) if later else self.methods
 
     def specs(self, study: Study) -> list[RunSpec]:
-        return [study.spec(m, self.preset) for m in self.row_methods(study)]
+        return [spec for m in self.row_methods(study) for spec in study.specs(m, self.preset)]
 
     def runs(self, study: Study) -> list[RunSpec]:
         """Trained only where this study's preset fills the table."""
@@ -48,7 +50,7 @@ class MethodTable(PaperTable):
         return (*self.attacks, AUTOATTACK) if with_aa else self.attacks
 
     def frame(self, study: Study) -> pd.DataFrame:
-        """Our rows (last epoch) and the paper's, with a `source` column."""
+        """Our rows (last epoch, over seeds) and the paper's, with a `source` column."""
         paper = paper_table(self.name)
         if self.has_autoattack:
             paper = paper.assign(**{AUTOATTACK: np.nan})
@@ -58,21 +60,56 @@ class MethodTable(PaperTable):
             if self.name in study.paper_scale_tables:
                 raise
             return paper
-        rows = [self.row(study, spec, run) for spec, run in runs]
-        ours = pd.DataFrame(rows).assign(source=f"robdrop {runs[0][0].config.preset}")
+        seeds = pd.DataFrame([self.seed_row(study, spec, run) for spec, run in runs])
+        ours = aggregate(seeds, self.evaluated_attacks(study))
+        ours = ours.assign(source=f"robdrop {runs[0][0].config.preset}")
         return pd.concat([ours, paper], ignore_index=True)
 
-    def row(self, study: Study, spec: RunSpec, run: Run) -> dict[str, Any]:
-        """One method's row: accuracy (%) at the last epoch, time, collapse on the quick check."""
+    def seed_row(self, study: Study, spec: RunSpec, run: Run) -> dict[str, Any]:
+        """One run's row: accuracy at the last epoch, time, its lasting collapse on the quick
+        check (no extra evaluation) and the number of test images."""
         attacks = self.evaluated_attacks(study)
-        acc = study.evaluate(run, attacks, "last").set_index("attack")["accuracy"]
+        table = study.evaluate(run, attacks, "last")
+        acc = table.set_index("attack")["accuracy"]
         metrics = run.metrics()
         seconds = metrics["seconds"]
         timing = (
             {"hours": seconds.sum() / 3600} if self.total_hours else {"seconds": seconds.mean()}
         )
-        # collapse on the trainer's per-epoch quick check (no extra evaluation)
         quick = metrics.set_index("epoch").get(f"test_{run.config.eval_attack}_acc")
-        collapse = collapse_epoch(quick) if quick is not None else None
-        row = {"method": spec.config.method_key, **(100 * acc).to_dict(), **timing}
-        return {**row, "collapse": f"epoch {collapse}" if collapse else "no"}
+        collapse = lasting_collapse(quick) if quick is not None else None
+        return {
+            "method": spec.config.method_key,
+            "train_seed": spec.config.seed,
+            **acc.to_dict(),
+            **timing,
+            "collapse_epoch": collapse,
+            "n": int(table["n"].iloc[0]),
+        }
+
+
+def aggregate(seeds: pd.DataFrame, attacks: tuple[str, ...]) -> pd.DataFrame:
+    """One row per method from its seeds' rows: each accuracy's mean over seeds (%), its
+    standard deviation over seeds and the 95 % Wilson interval of the mean over the test images,
+    the mean time, and in how many seeds it collapsed for good (with the epochs)."""
+    rows = []
+    for method, group in seeds.groupby("method", sort=False):
+        row: dict[str, Any] = {"method": method, "seeds": len(group)}
+        for attack in attacks:
+            mean = group[attack].mean()
+            low, high = wilson_interval(mean, int(group["n"].iloc[0]))
+            row |= {
+                attack: 100 * mean,
+                f"{attack}_std": 100 * group[attack].std() if len(group) > 1 else np.nan,
+                f"{attack}_low": 100 * low,
+                f"{attack}_high": 100 * high,
+            }
+        for timing in ("seconds", "hours"):
+            if timing in group:
+                row[timing] = group[timing].mean()
+        epochs = group["collapse_epoch"].dropna().astype(int).tolist()
+        row["collapse"] = f"{len(epochs)}/{len(group)}" + (
+            f" (epoch {', '.join(map(str, epochs))})" if epochs else ""
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from robdrop.study.registry import CORE, TARGETS
-from robdrop.study.study import Study
+from robdrop.study.study import COSTLY, Study
 from robdrop.study.tables import presentable
 
 
@@ -75,7 +75,15 @@ def summary(
             f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
         )
     lines += [
-        f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}",
+        f"- training seeds: {', '.join(map(str, study.seeds))}"
+        + (
+            f" ({', '.join(COSTLY)}: {', '.join(map(str, study.seeds[: study.few_seeds]))})"
+            if study.few_seeds < len(study.seeds)
+            else ""
+        ),
+        f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}; "
+        "accuracies are means ± standard deviations over training seeds with the 95 % (Wilson) "
+        "interval over the test images in brackets",
         "",
         "Step times are in `timings.csv`, one row per step and invocation.",
         "",

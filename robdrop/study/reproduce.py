@@ -93,6 +93,8 @@ def reproduce(
     """
     steps = plan(study, only, out)
     core = _core_steps(steps)
+    if train and distributed.from_environment().main:
+        study.record()  # the seeds, for `robdrop figures` and the notebooks
     steps = [s for s in steps if train or s.kind != "train"]
     if not distributed.from_environment().main:  # under torchrun the others only train
         for step in steps:

@@ -4,6 +4,7 @@ their runs and for cached evaluations, so a notebook, the CLI and a test get the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,17 @@ SWEEP_EPS_DEFAULT = tuple(float(e) for e in range(2, 11))
 # Figure 5's methods: the paper's five; on `mini` the three single-step ones fit the CPU budget
 SWEEP_METHODS = {"mini": ("fgsm", "ffgsm", "apart")}
 SWEEP_METHODS_DEFAULT = ("ffgsm", "free8", "pgd10", "atta10", "apart")
+# the training seeds of a study: `mini` trains every run under five (issue 16), the paper
+# presets under their own seed; the costly multi-step methods under the first FEW_SEEDS only
+SEEDS = {"mini": (1, 2, 3, 4, 5)}
+FEW_SEEDS = {"mini": 2}
+COSTLY = ("pgd10", "pgd5", "free8", "atta10")
 
 
 def default_n(preset: str) -> int | None:
-    """Test images per evaluation: 300 for `mini` (a CPU budget), the whole test set otherwise."""
-    return 300 if preset == "mini" else None
+    """Test images per evaluation: 1,000 for `mini` (a CPU budget at which a 50 % accuracy
+    carries a ±3-point 95 % interval), the whole test set otherwise."""
+    return 1000 if preset == "mini" else None
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,26 @@ class Study:
     sweep_methods: tuple[str, ...] | None = None  # default: SWEEP_METHODS of the preset
     later_methods: bool = False  # add GradAlign and N-FGSM to Tables 2–4 and Figure 5
     autoattack: bool = True  # Tables 2–4's AutoAttack column (the slowest evaluation by far)
+    # training seeds; default: study.json's (what reproduce trained), else SEEDS, else the
+    # preset's seed (a `seed` in config: that one alone)
+    seeds: tuple[int, ...] | None = None
+    few_seeds: int | None = None  # how many of them COSTLY methods take; default FEW_SEEDS
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        recorded = self.recorded()
+        if self.seeds is None:
+            preset_seed = make_config(self.preset).seed if self.preset else TrainConfig.seed
+            own = self.config.get("seed")
+            default = recorded.get("seeds", SEEDS.get(self.preset, (preset_seed,)))
+            self.seeds = (int(own),) if own is not None else default
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, not {self.seeds}")
+        if self.few_seeds is None:
+            self.few_seeds = recorded.get("few_seeds", FEW_SEEDS.get(self.preset, len(self.seeds)))
+        if self.few_seeds < 1:
+            raise ValueError(f"few_seeds must be at least 1, not {self.few_seeds}")
         if self.n == "preset":
             self.n = default_n(self.preset)
         if self.sweep_eps is None:
@@ -113,6 +137,27 @@ class Study:
             self.sweep_methods = SWEEP_METHODS.get(self.preset, SWEEP_METHODS_DEFAULT)
         if self.later_methods:
             self.sweep_methods = (*self.sweep_methods, *LATER_METHODS)
+
+    @property
+    def record_path(self) -> Path:
+        """study.json under the runs folder: the seeds `robdrop reproduce` trained, so that
+        `robdrop figures` and the notebooks read the same runs without being told."""
+        return self.root / "study.json"
+
+    def recorded(self) -> dict[str, Any]:
+        """What study.json records for this preset (empty when there is none)."""
+        if not self.record_path.is_file():
+            return {}
+        return json.loads(self.record_path.read_text()).get(self.preset, {})
+
+    def record(self) -> None:
+        """Write this study's seeds into study.json (other presets' entries are kept)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        every = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+        mine = {"seeds": list(self.seeds), "few_seeds": self.few_seeds}
+        if every.get(self.preset) != mine:  # unchanged: left as it is (a rerun rewrites nothing)
+            every[self.preset] = mine
+            self.record_path.write_text(json.dumps(every, indent=1) + "\n")
 
     @property
     def paper_scale_tables(self) -> tuple[str, ...]:
@@ -127,13 +172,31 @@ class Study:
         return self.preset not in TABLE_PRESET.values()
 
     # -- which runs -----------------------------------------------------------------------------
-    def spec(self, method: str, preset: str | None = None, **overrides: Any) -> RunSpec:
-        """The run of `method` in this study (another preset's for Tables 3–5)."""
-        return run_spec(preset or self.preset, method, **{**self.config, **overrides})
+    def seeds_for(self, method: str) -> tuple[int, ...]:
+        """The training seeds `method` is trained under: all, or the first few if it is costly."""
+        return self.seeds[: self.few_seeds] if method in COSTLY else self.seeds
 
-    def run(self, method: str, **overrides: Any) -> Run:
-        """The completed run of `method` (with overrides) in this study; clear error if missing."""
-        return self.open(self.spec(method, **overrides))
+    def spec(
+        self, method: str, preset: str | None = None, seed: int | None = None, **overrides: Any
+    ) -> RunSpec:
+        """The run of `method` with `seed` (default: the first) in this study (another preset's
+        for Tables 3–5)."""
+        seed = self.seeds[0] if seed is None else seed
+        return run_spec(preset or self.preset, method, **{**self.config, "seed": seed, **overrides})
+
+    def specs(self, method: str, preset: str | None = None, **overrides: Any) -> list[RunSpec]:
+        """The runs of `method` under each of its seeds."""
+        return [self.spec(method, preset, seed, **overrides) for seed in self.seeds_for(method)]
+
+    def run(self, method: str, seed: int | None = None, **overrides: Any) -> Run:
+        """The completed run of `method` (with seed and overrides) in this study; clear error if
+        missing."""
+        return self.open(self.spec(method, seed=seed, **overrides))
+
+    def reference(self, method: str, seed: int) -> Run:
+        """`method`'s run with `seed`, or with its first seed when it was not trained with that
+        one (a costly method as the fixed model of another method's seed)."""
+        return self.run(method, seed if seed in self.seeds_for(method) else self.seeds[0])
 
     def open(self, spec: RunSpec) -> Run:
         path = self.root / spec.name
@@ -164,11 +227,16 @@ class Study:
             data_dir=self.data_dir,
         )
 
-    def robust_curve(self, method: str) -> pd.Series:
-        """PGD-20 test accuracy per epoch of `method`'s run (indexed by epoch)."""
-        table = self.evaluate(self.run(method), ("pgd20",))
+    def robust_curve(self, method: str, seed: int | None = None) -> pd.Series:
+        """PGD-20 test accuracy per epoch of `method`'s run with `seed` (indexed by epoch)."""
+        table = self.evaluate(self.run(method, seed), ("pgd20",))
         return table.set_index("epoch")["accuracy"]
 
-    def fgsm_collapse(self) -> int | None:
-        """The epoch FGSM's robustness collapsed in this study (`collapse_epoch`), if it did."""
-        return collapse_epoch(self.robust_curve("fgsm"))
+    def fgsm_collapse(self, seed: int | None = None) -> int | None:
+        """The epoch FGSM's robustness collapsed for good with `seed` (`lasting_collapse` of
+        its PGD-20 curve), if it did."""
+        return lasting_collapse(self.robust_curve("fgsm", seed))
+
+    def fgsm_collapses(self) -> dict[int, int | None]:
+        """FGSM's lasting collapse epoch per seed (None where it did not collapse)."""
+        return {seed: self.fgsm_collapse(seed) for seed in self.seeds_for("fgsm")}

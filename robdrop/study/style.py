@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -16,10 +17,16 @@ def apply_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
-def collapse_mark(ax: plt.Axes, epoch: int | None, last: int) -> None:
-    """A vertical line at the epoch FGSM collapsed here, and the paper's at the same progress."""
-    if epoch is not None:
-        ax.axvline(epoch, color="crimson", ls=":", lw=1.2, label=f"FGSM collapse here ({epoch})")
+def collapse_mark(ax: plt.Axes, collapses: dict[int, int | None], last: int) -> None:
+    """A vertical line at the (median) epoch FGSM collapsed for good here, labelled with the
+    seeds it collapsed in, and the paper's collapse at the same progress."""
+    epochs = [c for c in collapses.values() if c is not None]
+    if epochs:
+        median = float(np.median(epochs))
+        label = f"FGSM collapse here: {len(epochs)}/{len(collapses)} seeds" + (
+            f", median epoch {median:g}" if len(collapses) > 1 else f", epoch {epochs[0]}"
+        )
+        ax.axvline(median, color="crimson", ls=":", lw=1.2, label=label)
     paper_epoch = PAPER_COLLAPSE[0] / PAPER_COLLAPSE[1] * last
     ax.axvline(paper_epoch, color="grey", ls="--", lw=0.8, label="paper's collapse (21/30)")
 

@@ -1,5 +1,5 @@
 """Tables written as Markdown and LaTeX from their frames (pandas only): readable headers, the
-paper's method names, numbers rounded, a dash where a value does not exist."""
+paper's method names, accuracies with their uncertainty, a dash where a value does not exist."""
 
 from __future__ import annotations
 
@@ -20,8 +20,29 @@ HEADERS = {
     "gauss": "Gaussian (%)",
     "seconds": "time/epoch (s)",
     "hours": "time (h)",
-    "collapse": "collapse (quick check)",
+    "seeds": "seeds",
+    "collapse": "collapse for good (seeds; quick check)",
 }
+ACCURACIES = ("clean", "pgd20", "pgd10", "cw20", "autoattack", "gauss")
+
+
+def with_uncertainty(frame: pd.DataFrame, column: str) -> pd.Series:
+    """An accuracy's cells as "mean ± std [low, high]": the spread over training seeds and the
+    95 % interval over test images, where the frame has them (the paper's rows have neither)."""
+    std, low, high = (frame.get(f"{column}_{part}") for part in ("std", "low", "high"))
+
+    def cell(i: int) -> object:
+        mean = frame[column].iloc[i]
+        if pd.isna(mean):
+            return mean
+        text = f"{mean:.2f}"
+        if std is not None and pd.notna(std.iloc[i]):
+            text += f" ± {std.iloc[i]:.2f}"
+        if low is not None and pd.notna(low.iloc[i]):
+            text += f" [{low.iloc[i]:.1f}, {high.iloc[i]:.1f}]"
+        return text
+
+    return pd.Series([cell(i) for i in range(len(frame))], index=frame.index, dtype=object)
 
 
 def presentable(frame: pd.DataFrame, row_names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -29,12 +50,13 @@ def presentable(frame: pd.DataFrame, row_names: dict[str, str] | None = None) ->
     columns = [c for c in HEADERS if c in frame.columns]
     names = row_names or {}
     methods = frame["method"].map(lambda key: names.get(key) or display_name(key))
-    shown = frame[columns].assign(method=methods)
-    accuracies = ("clean", "pgd20", "pgd10", "cw20", "autoattack", "gauss")
-    shown = shown.round(dict.fromkeys(accuracies, 2))
-    shown = shown.round({"seconds": 1, "hours": 2})
+    shown = frame[columns].assign(method=methods).round({"seconds": 1, "hours": 2})
+    for column in (c for c in ACCURACIES if c in columns):
+        shown[column] = with_uncertainty(frame, column)
     # the paper gives no time or collapse for some rows: a dash, not "nan"
     shown = shown.astype(object).where(shown.notna(), "–")
+    if "seeds" in shown:  # a count, not a float
+        shown["seeds"] = shown["seeds"].map(lambda v: v if v == "–" else int(v))
     return shown.rename(columns=HEADERS)
 
 

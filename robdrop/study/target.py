@@ -66,6 +66,7 @@ class PaperTable(Target):
         return write_table(self.frame(study), out, self.name, self.caption, self.row_names)
 
 
-def holds(flag: bool) -> str:
-    """How a claim's verdict reads in the summary."""
-    return "yes" if flag else "**no**"
+def holds(flag: bool, held: int | None = None, of: int | None = None) -> str:
+    """How a claim's verdict reads in the summary, with the seeds it held in when given."""
+    verdict = "yes" if flag else "**no**"
+    return verdict if held is None else f"{verdict} ({held}/{of} seeds)"
