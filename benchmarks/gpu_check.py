@@ -117,8 +117,14 @@ def cuda_failures(state: TrainingState, batch: Batch) -> list[str]:
     return failures
 
 
-def train(cfg: TrainConfig, state: TrainingState, batches: Iterator[Batch], start: int,
-          steps: int, per_epoch: int) -> tuple[torch.Tensor, float]:  # fmt: skip
+def train(
+    cfg: TrainConfig,
+    state: TrainingState,
+    batches: Iterator[Batch],
+    start: int,
+    steps: int,
+    per_epoch: int,
+) -> tuple[torch.Tensor, float]:
     """`steps` iterations from iteration `start` as the trainer takes them: losses, seconds."""
     losses = []
     sync = torch.cuda.synchronize if state.device.type == "cuda" else lambda *a: None
@@ -176,8 +182,9 @@ def resume_failures(
     return failures
 
 
-def check_method(cfg: TrainConfig, data: Dataset, device: torch.device, preset: str,
-                 warmup: int, steps: int) -> dict[str, Any]:  # fmt: skip
+def check_method(
+    cfg: TrainConfig, data: Dataset, device: torch.device, preset: str, warmup: int, steps: int
+) -> dict[str, Any]:
     """Build, train `warmup` + `steps` minibatches (the latter timed) and check one method."""
     facts = data_facts(data)
     if device.type == "cuda":
@@ -211,8 +218,15 @@ def check_method(cfg: TrainConfig, data: Dataset, device: torch.device, preset: 
     return {**row, "failures": failures}
 
 
-def check_preset(preset: str, methods: list[str], device: torch.device, data_dir: str,
-                 tiny: bool, warmup: int, steps: int) -> list[dict[str, Any]]:  # fmt: skip
+def check_preset(
+    preset: str,
+    methods: list[str],
+    device: torch.device,
+    data_dir: str,
+    tiny: bool,
+    warmup: int,
+    steps: int,
+) -> list[dict[str, Any]]:
     """Every method on one preset: a row each (a failed build or step is a failure row)."""
     first = configure(preset, methods[0], str(device), data_dir, tiny)
     try:
@@ -264,7 +278,7 @@ def cost_ratios(table: pd.DataFrame, device: torch.device, max_apart: float) -> 
 )
 @click.option("--presets", default=",".join(PAPER_PRESETS), show_default=True)
 @click.option("--methods", default=None, help="Comma-separated; default: every registered one.")
-@click.option("--steps", type=int, default=None, help="Timed minibatches [20; --tiny: 2].")
+@click.option("--steps", type=int, default=None, help="Timed minibatches [20; --tiny: 1].")
 @click.option("--warmup", type=int, default=None, help="Untimed minibatches first [3; --tiny: 0].")
 @click.option(
     "--max-apart-ratio",
@@ -284,7 +298,7 @@ def main(
 ) -> None:
     """Train a few minibatches of every method on every paper preset; check and time them."""
     where = resolve_device(device)
-    steps = steps or (2 if tiny else 20)
+    steps = steps or (1 if tiny else 20)
     warmup = (0 if tiny else 3) if warmup is None else warmup
     names = methods.split(",") if methods else paper_methods()
     click.echo(
