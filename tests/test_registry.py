@@ -18,6 +18,7 @@ from robdrop.data import Batch, ImageData
 from robdrop.methods import METHODS, Method, MethodContext, build_method
 from robdrop.models import build_model
 from robdrop.training.runs import Run
+from robdrop.training.state import same_state as same
 from robdrop.training.trainer import Trainer
 
 from .conftest import fit_a_little, tiny_train_args
@@ -42,17 +43,6 @@ def fitted(cifar: ImageData) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model("prn18", 10, cifar.mean, cifar.std, width=4)
     return copy.deepcopy(fit_a_little(model, cifar).state_dict())
-
-
-def same(a: object, b: object) -> bool:
-    """Nested state (dicts, lists, tensors, numbers) equal bit for bit."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    return a == b
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)

@@ -52,6 +52,16 @@ class EpochProgress:
         return cls(d["sums"].to(device), d["batches"], d["seconds"], d["count"])
 
 
+def set_schedule(cfg: TrainConfig, state: TrainingState, progress: float) -> float:
+    """Set θ's learning rate and momentum, and the method's own schedule, at `progress`; the LR."""
+    lr = cyclic_lr(progress, cfg.lr_max, cfg.lr_peak)
+    momentum = cyclic_momentum(lr, cfg.lr_max, cfg.momentum, cfg.momentum_at_peak)
+    for group in state.optimizer.param_groups:
+        group["lr"], group["momentum"] = lr, momentum
+    state.method.schedule(progress)
+    return lr
+
+
 class Interrupted(Exception):
     """SIGTERM arrived inside an epoch: how far it got, for partial.pt."""
 
@@ -182,11 +192,7 @@ class Trainer:
         )
         for i, batch in enumerate(batches, start=done.batches):
             progress = ((epoch - 1) * num_batches + i) / (cfg.epochs * num_batches)
-            lr = cyclic_lr(progress, cfg.lr_max, cfg.lr_peak)
-            momentum = cyclic_momentum(lr, cfg.lr_max, cfg.momentum, cfg.momentum_at_peak)
-            for group in state.optimizer.param_groups:
-                group["lr"], group["momentum"] = lr, momentum
-            method.schedule(progress)
+            lr = set_schedule(cfg, state, progress)
             step = method.train_step(batch, state.optimizer, state.scaler)
             done.sums += torch.stack([step.loss_sum.double(), step.correct.double()])
             done.count += step.count
