@@ -15,11 +15,7 @@ runs are done.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +30,7 @@ import robdrop
 from robdrop.attacks import MissingExtra
 from robdrop.study.study import RunSpec
 from robdrop.training.config import make_config
+from robdrop.training.job import INTERRUPTED, RunJob
 from robdrop.training.runs import atomic_write_text
 from robdrop.training.trainer import complete_run
 
@@ -43,8 +40,6 @@ LAUNCHERS: tuple[str, ...] = get_args(LauncherName)
 # where a run stands: waiting for a slot, its job queued or running, the run complete, failed
 Status = Literal["waiting", "queued", "running", "done", "failed"]
 STATUSES: tuple[str, ...] = get_args(Status)
-# what a job's function returns when SIGTERM stopped its run (saved, to be continued)
-INTERRUPTED = "interrupted"
 # SLURM states of a job that has not started yet (sacct; UNKNOWN: not listed yet)
 SLURM_WAITING = ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "SUSPENDED", "UNKNOWN")
 SLURM_RUNNING = ("RUNNING", "COMPLETING")
@@ -86,45 +81,6 @@ def shown(args: Sequence[str]) -> str:
     return "robdrop " + shlex.join(args)
 
 
-class RunJob:
-    """One training run as a submitit job: `python -m robdrop train … --resume` in a child
-    process. submitit's pre-emption and time-limit signal (USR2 on SLURM) calls `checkpoint`,
-    which stops the child with SIGTERM (partial.pt), and the job is requeued to continue."""
-
-    def __init__(self, args: list[str], run_dir: Path, epochs: int, env: dict[str, str]) -> None:
-        self.args, self.run_dir, self.epochs, self.env = args, run_dir, epochs, env
-        self._child: subprocess.Popen[bytes] | None = None
-
-    def __call__(self) -> str:
-        """Train; "done", or INTERRUPTED when SIGTERM stopped the run before its end."""
-        env = {**os.environ, **self.env}
-        self._child = subprocess.Popen([sys.executable, "-m", "robdrop", *self.args], env=env)
-        code = self._child.wait()
-        epochs = _saved_epochs(self.run_dir)
-        if epochs >= self.epochs:
-            return "done"
-        if code in (0, -signal.SIGTERM):
-            return INTERRUPTED
-        raise RuntimeError(f"robdrop train exited with status {code} after epoch {epochs}")
-
-    def checkpoint(self) -> Any:
-        """Stop the run with SIGTERM (it writes partial.pt) and resubmit the same command."""
-        from submitit.helpers import DelayedSubmission
-
-        if self._child is not None and self._child.poll() is None:
-            self._child.send_signal(signal.SIGTERM)
-            self._child.wait()
-        return DelayedSubmission(self)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_child": None}
-
-
-def _saved_epochs(run_dir: Path) -> int:
-    """The last epoch saved in `run_dir` (0 when none is)."""
-    return max((int(p.stem.split("-")[1]) for p in run_dir.glob("epoch-[0-9]*.pt")), default=0)
-
-
 @dataclass(frozen=True)
 class Launcher:
     """How runs become jobs: `local`, `parallel` runs at once on this machine (a GPU each where
@@ -156,9 +112,8 @@ class Launcher:
         return self.poll_seconds or (1.0 if self.kind == "local" else 30.0)
 
     def environment(self, slot: int) -> dict[str, str]:
-        """What the job in `slot` runs with: robdrop's own code, its threads and its GPU."""
-        paths = [str(Path(robdrop.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, paths))}
+        """What the run in `slot` trains with: its threads and its GPU."""
+        env: dict[str, str] = {}
         if self.kind == "local":
             threads = str(max(1, torch.get_num_threads() // self.parallel))
             env |= {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -172,11 +127,15 @@ class Launcher:
         """A submitit executor writing its scripts, pickles and logs to `folder`."""
         submitit = _submitit()
         executor = submitit.AutoExecutor(folder=folder, cluster=self.kind)
+        # the jobs import this very robdrop, installed or not
+        code = shlex.quote(str(Path(robdrop.__file__).resolve().parents[1]))
+        setup = [f"export PYTHONPATH={code}${{PYTHONPATH:+:$PYTHONPATH}}"]
         params: dict[str, Any] = {"name": "robdrop", "stderr_to_stdout": True}
         if self.kind == "local":  # the local controller stops a job at its time limit
-            params["timeout_min"] = 60 * 24 * 365
+            params |= {"timeout_min": 60 * 24 * 365, "local_setup": setup}
         else:
             params |= {
+                "slurm_setup": setup,
                 "timeout_min": self.time_min,
                 "gpus_per_node": self.gpus_per_job,
                 "cpus_per_task": self.cpus_per_job,
