@@ -25,16 +25,17 @@ from tests.test_reproduce import TINY
 
 pytest.importorskip("submitit")
 
-# Figure 2's three runs (FGSM, PGD-10, APART), two tiny epochs each, PGD-20 on 32 test images
-ONLY = "figure2"
-STOPPED, KILLED = "mini-fgsm-eps8-seed1", "mini-pgd10-eps8-seed1"
+# Figure 5 over three FGSM runs (ε = 4, 6, 8), two tiny epochs each, its last epochs evaluated
+# on 32 test images; with two jobs at a time the third waits for a free slot
+SWEEP = ("--only", "figure5", "--sweep-method", "fgsm", "--sweep-eps", "4,6,8")
+STOPPED, KILLED = "mini-fgsm-eps4-seed1", "mini-fgsm-eps6-seed1"
 
 
 def study_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
-    """`robdrop reproduce` of the tiny Figure 2 under `root`."""
+    """`robdrop reproduce` of the tiny Figure 5 under `root`."""
     settings = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     return [
-        "reproduce", "--preset", "mini", "--only", ONLY, "--out", str(root / "runs"),
+        "reproduce", "--preset", "mini", *SWEEP, "--out", str(root / "runs"),
         "--figures-dir", str(root / "figures"), "--data-dir", str(data_dir), "--n", "32",
         "--no-autoattack", *settings, *extra,
     ]  # fmt: skip
@@ -155,14 +156,14 @@ def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     assert first.returncode == 1, out[-3000:]
     assert f"[{KILLED}] failed:" in out and f"- {KILLED}: " in out
     assert f"--name {KILLED} --resume" in out
-    assert not (launched / "figures" / "figure2.png").exists()  # it needs the failed run
+    assert not (launched / "figures" / "figure5.png").exists()  # it needs the failed run
 
     again = robdrop(args)
     out = finished(again)
     assert again.returncode == 0, out[-3000:]
     assert f"[{STOPPED}] done: complete already" in out
     assert f"[{KILLED}] queued: submitted as job" in out
-    assert (launched / "figures" / "figure2.png").exists()
+    assert (launched / "figures" / "figure5.png").exists()
 
     expected, got = saved(tmp_path / "sequential"), saved(launched)
     assert got.keys() == expected.keys()

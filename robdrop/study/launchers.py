@@ -305,6 +305,7 @@ class Fleet:
         phases = dict(zip(live, self.launcher.phases(list(live.values())), strict=True))
         for name, entry in self.entries.items():
             if complete_run(entry.spec.config, self.root / name) is not None:
+                entry.ended = time.perf_counter()
                 self._set(entry, "done", "complete already")
             elif phases.get(name, "ended") != "ended":
                 entry.job = live[name]
