@@ -74,14 +74,17 @@ def train_process(run: str) -> int | None:
     return None
 
 
-def stop_after_first_epoch(runs: Path, how: dict[str, signal.Signals], deadline: float) -> None:
-    """Send each run's `robdrop train` its signal once its epoch 1 is saved; the run must not
-    have finished by then."""
-    waiting = dict(how)
+def stop_in_second_epoch(runs: Path, how: dict[str, signal.Signals], deadline: float) -> None:
+    """Send each run's `robdrop train` its signal a moment after its epoch 1 is saved (SIGTERM
+    then most likely lands amid epoch 2's minibatches); the run must not have finished."""
+    waiting, seen = dict(how), {}
     while waiting and time.time() < deadline:
         for run, sig in list(waiting.items()):
             pid = train_process(run)
-            if pid is not None and (runs / run / "epoch-001.pt").exists():
+            if pid is None or not (runs / run / "epoch-001.pt").exists():
+                continue
+            seen.setdefault(run, time.time())
+            if time.time() - seen[run] > 0.3:
                 os.kill(pid, sig)
                 del waiting[run]
                 assert not (runs / run / "epoch-002.pt").exists(), "the signal came too late"
@@ -147,7 +150,7 @@ def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     args = study_args(data_dir, launched, "--launcher", "local", "--parallel", "2")
     first = robdrop(args)
     how = {STOPPED: signal.SIGTERM, KILLED: signal.SIGKILL}
-    stop_after_first_epoch(launched / "runs", how, time.time() + 600)
+    stop_in_second_epoch(launched / "runs", how, time.time() + 600)
     out = finished(first)
     # SIGTERM: partial.pt, the job ends cleanly and the run is submitted again
     assert f"[{STOPPED}] queued: stopped by SIGTERM (saved); submitted as job" in out, out[-3000:]
@@ -156,6 +159,7 @@ def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     assert first.returncode == 1, out[-3000:]
     assert f"[{KILLED}] failed:" in out and f"- {KILLED}: " in out
     assert f"--name {KILLED} --resume" in out
+    assert f"- {KILLED}: " in (launched / "figures" / "summary.md").read_text()
     assert not (launched / "figures" / "figure5.png").exists()  # it needs the failed run
 
     again = robdrop(args)
