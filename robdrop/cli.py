@@ -518,7 +518,8 @@ def make_launcher(kw: dict) -> Launcher | None:
     from robdrop.study.launchers import Launcher
 
     kind = kw.pop("launcher")
-    sbatch = dict(pair.partition("=")[::2] for pair in kw.pop("sbatch"))
+    # a key without a value is a flag (`--sbatch exclusive` → #SBATCH --exclusive)
+    sbatch = {k: v or True for k, _, v in (pair.partition("=") for pair in kw.pop("sbatch"))}
     given = {
         "parallel": kw.pop("parallel"),
         "partition": kw.pop("partition"),
@@ -560,7 +561,7 @@ def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
             distributed.stop()
     if not distributed.from_environment().main:
         return
-    seconds = timings["total_seconds"].iloc[-1] if len(timings) else 0.0
+    seconds = timings["total_seconds"].max() if len(timings) else 0.0
     click.echo(f"done in {seconds:.0f} s; step times in {figures_dir / 'timings.csv'}")
     for path in (p for paths in timings["written"] for p in paths.split()):
         click.echo(f"written {path}")

@@ -128,13 +128,13 @@ def test_slurm_jobs_carry_the_options(tmp_path: Path, monkeypatch: pytest.Monkey
         cpus_per_job=8,
         time_min=600,
         account="lab",
-        sbatch={"qos": "high"},
+        sbatch={"qos": "high", "exclusive": True},
     )
     script = launcher.executor(tmp_path)._executor._make_submission_file_text("CMD", "uid")
     for line in ("partition=gpu", "gpus-per-node=1", "cpus-per-task=8", "time=600", "account=lab",
                  "qos=high", "signal=USR2@90"):  # fmt: skip
         assert f"#SBATCH --{line}\n" in script
-    assert "export PYTHONPATH=" in script
+    assert "#SBATCH --exclusive\n" in script and "export PYTHONPATH=" in script
     assert launcher.environment(0)["OMP_NUM_THREADS"] == "8"
 
 

@@ -93,7 +93,7 @@ class Launcher:
     cpus_per_job: int | None = None  # slurm
     time_min: int = 24 * 60  # slurm: each job's time limit; a longer run is requeued
     account: str | None = None  # slurm
-    sbatch: dict[str, str] = field(default_factory=dict)  # slurm: more #SBATCH key=value
+    sbatch: dict[str, str | bool] = field(default_factory=dict)  # slurm: more #SBATCH options
     poll_seconds: float | None = None  # default: 1 s locally, 30 s on SLURM
 
     def __post_init__(self) -> None:

@@ -30,7 +30,8 @@ class RunJob:
     def __call__(self) -> str:
         """Train; "done", or INTERRUPTED when SIGTERM stopped the run before its end."""
         env = {**os.environ, **self.env}
-        self._child = subprocess.Popen([sys.executable, "-m", "robdrop", *self.args], env=env)
+        command = [sys.executable, "-m", "robdrop", *self.args]
+        self._child = subprocess.Popen(command, env=env, preexec_fn=_ignore_usr2)
         code = self._child.wait()
         epochs = _saved_epochs(self.run_dir)
         if epochs >= self.epochs:
@@ -55,3 +56,9 @@ class RunJob:
 def _saved_epochs(run_dir: Path) -> int:
     """The last epoch saved in `run_dir` (0 when none is)."""
     return max((int(p.stem.split("-")[1]) for p in run_dir.glob("epoch-[0-9]*.pt")), default=0)
+
+
+def _ignore_usr2() -> None:
+    """In the child: SLURM's time-limit signal (USR2) may reach every process of the job, and
+    would end the run unsaved; `checkpoint` stops it with SIGTERM instead."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
