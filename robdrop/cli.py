@@ -21,6 +21,7 @@ from robdrop.training.config import PRESETS, REACTIONS, RECIPES, make_config
 from robdrop.training.runs import RunError, find_runs
 
 if TYPE_CHECKING:
+    from robdrop.study.launchers import Launcher
     from robdrop.study.study import Study
 
 DATA_DIR = os.environ.get("ROBDROP_DATA_DIR", "data")
@@ -147,6 +148,13 @@ out_option = click.option(
     help="Continue the run (from partial.pt or its last complete epoch), or start it if there "
     "is none: the same command serves the first launch and every requeue.",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    help="Any other training setting key=value, as in run.json (repeatable; wins over the "
+    "options above).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, **kw) -> None:
     """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt.
@@ -164,6 +172,9 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
+    settings = parse_options(kw.pop("settings"))
+    options = {**settings.pop("options", {}), **options}
+    kw.update(settings)
     with user_errors():
         cfg = make_config(auto_preset(preset), options=options or None, **kw)
         trainer = Trainer(cfg, out, name=name, resume=resume, progress=not quiet)
@@ -485,29 +496,92 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
     return study, only
 
 
+def launcher_options(command: Callable) -> Callable:
+    """Where `reproduce` trains its runs: here one after another, or as jobs (submitit)."""
+    options = [
+        click.option(
+            "--launcher",
+            type=click.Choice(["sequential", "local", "slurm"]),
+            default="sequential",
+            help="sequential: each run in this process in turn; local: --parallel runs at once "
+            "here; slurm: one SLURM job per run (needs pip install -e '.[cluster]').",
+        ),
+        click.option(
+            "--parallel",
+            type=int,
+            default=2,
+            help="local: runs at once (a GPU each where there are GPUs, else the threads divided).",
+        ),
+        click.option("--partition", help="slurm: the partition of every job."),
+        click.option("--gpus-per-job", type=int, help="slurm: GPUs per job."),
+        click.option("--cpus-per-job", type=int, help="slurm: CPUs per job (and its threads)."),
+        click.option(
+            "--time-limit",
+            type=int,
+            default=24 * 60,
+            help="slurm: minutes per job; a run that needs longer is requeued and continues.",
+        ),
+        click.option("--account", help="slurm: the account jobs are charged to."),
+        click.option(
+            "--sbatch",
+            multiple=True,
+            help="slurm: another #SBATCH option key=value, e.g. qos=high (repeatable).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_launcher(kw: dict) -> Launcher | None:
+    """The launcher the options describe (None: sequential), its options taken out of `kw`."""
+    from robdrop.study.launchers import Launcher
+
+    kind = kw.pop("launcher")
+    # a key without a value is a flag (`--sbatch exclusive` → #SBATCH --exclusive)
+    sbatch = {k: v or True for k, _, v in (pair.partition("=") for pair in kw.pop("sbatch"))}
+    given = {
+        "parallel": kw.pop("parallel"),
+        "partition": kw.pop("partition"),
+        "gpus_per_job": kw.pop("gpus_per_job"),
+        "cpus_per_job": kw.pop("cpus_per_job"),
+        "time_min": kw.pop("time_limit"),
+        "account": kw.pop("account"),
+    }
+    return None if kind == "sequential" else Launcher(kind, sbatch=sbatch, **given)
+
+
 @main.command()
 @study_options
+@launcher_options
 def reproduce(preset: str, out: Path, figures_dir: Path, **kw) -> None:
     """The whole study: train every run Figures 1–5 and Tables 2–6 need, then write them.
 
     Resumable: complete runs are reused, partial ones resumed, analyses read from their cache.
+    With --launcher local or slurm each run is a job (`robdrop train … --resume`); run again,
+    it reattaches to the jobs still queued or running.
     """
+    from robdrop.study.reproduce import RunsFailed
     from robdrop.study.reproduce import reproduce as run_plan
     from robdrop.training import distributed
     from robdrop.training.trainer import TrainingInterrupted
 
     with user_errors():
+        launcher = make_launcher(kw)
         study, only = make_study(preset, out, kw)
+        command = ["robdrop", *sys.argv[1:]]
         try:
-            timings = run_plan(study, figures_dir, only, command=["robdrop", *sys.argv[1:]])
+            timings = run_plan(study, figures_dir, only, command=command, launcher=launcher)
         except TrainingInterrupted as stopped:
             click.echo(f"interrupted: {stopped}")
             return
+        except RunsFailed as failed:
+            raise Failure(f"runs failed; everything else is done.\n{failed}") from failed
         finally:
             distributed.stop()
     if not distributed.from_environment().main:
         return
-    seconds = timings["total_seconds"].iloc[-1] if len(timings) else 0.0
+    seconds = timings["total_seconds"].max() if len(timings) else 0.0
     click.echo(f"done in {seconds:.0f} s; step times in {figures_dir / 'timings.csv'}")
     for path in (p for paths in timings["written"] for p in paths.split()):
         click.echo(f"written {path}")

@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from robdrop.study.launchers import Entry, Fleet, Launcher, failure_report
 from robdrop.study.registry import CORE, TARGETS
 from robdrop.study.report import summary
-from robdrop.study.study import Study
+from robdrop.study.study import RunSpec, Study
 from robdrop.study.target import PaperFigure
 from robdrop.training import distributed
 from robdrop.training.config import TrainConfig
@@ -34,6 +36,8 @@ class Step:
     kind: str
     name: str
     action: Callable[[], list[Path]]
+    spec: RunSpec | None = None  # a training run's
+    needs: tuple[str, ...] = ()  # a figure's or table's runs
 
 
 def targets_for(study: Study, only: Sequence[str] | None = None) -> list[str]:
@@ -60,18 +64,72 @@ def plan(
     seen: set[str] = set()
     for name in targets_for(study, only):
         target = TARGETS[name]
-        for spec in target.runs(study):
+        specs = target.runs(study)
+        for spec in specs:
             if spec.name not in seen:
                 seen.add(spec.name)
                 train = partial(_train, study, spec.config, spec.name)
-                steps.append(Step("train", spec.name, train))
+                steps.append(Step("train", spec.name, train, spec))
         kind = "figure" if isinstance(target, PaperFigure) else "table"
-        steps.append(Step(kind, name, partial(target.write, study, out)))
+        needs = tuple(s.name for s in specs)
+        steps.append(Step(kind, name, partial(target.write, study, out), needs=needs))
     return steps
 
 
 def _train(study: Study, config: TrainConfig, name: str) -> list[Path]:
     return [ensure_trained(config, study.root, name=name, progress=True).path]
+
+
+class RunsFailed(RuntimeError):
+    """Runs of a reproduction under a launcher failed; the message names them and the commands
+    that continue them (everything else was made)."""
+
+
+class Timings:
+    """timings.csv: a row per step and invocation, written after every step, so a killed
+    reproduction still says where its time went."""
+
+    def __init__(self, path: Path, write: bool) -> None:
+        self.path, self.write = path, write
+        earlier = pd.read_csv(path) if write and path.is_file() else pd.DataFrame()
+        if len(earlier) and "invocation" not in earlier:
+            earlier = earlier.assign(invocation=1)
+        self.earlier = earlier
+        self.invocation = int(earlier["invocation"].max()) + 1 if "invocation" in earlier else 1
+        self.rows: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+
+    def add(
+        self, step: Step, seconds: float, written: list[Path], ended: float | None = None
+    ) -> None:
+        """A step that took `seconds` and ended at `ended` (`time.perf_counter`; default now)."""
+        ended = time.perf_counter() if ended is None else ended
+        self.rows.append(
+            {
+                "invocation": self.invocation,
+                "kind": step.kind,
+                "name": step.name,
+                "seconds": round(seconds, 1),
+                "total_seconds": round(ended - self.start, 1),
+                "written": " ".join(str(p) for p in written),
+            }
+        )
+        if self.write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.history().to_csv(self.path, index=False)
+
+    def run(self, step: Step) -> None:
+        """Carry out `step` and add its row."""
+        t0 = time.perf_counter()
+        written = step.action()
+        self.add(step, time.perf_counter() - t0, written)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def history(self) -> pd.DataFrame:
+        """Every invocation's rows, this one's included."""
+        return pd.concat([self.earlier, self.frame()], ignore_index=True)
 
 
 def reproduce(
@@ -81,6 +139,7 @@ def reproduce(
     *,
     train: bool = True,
     command: Sequence[str] = (),
+    launcher: Launcher | None = None,
 ) -> pd.DataFrame:
     """Carry out the plan with one progress bar over it; returns the timings. Under torchrun
     every process trains each run (DistributedDataParallel) and rank 0 alone draws and writes.
@@ -90,49 +149,65 @@ def reproduce(
     time actually spent. With `train=False` (`robdrop figures`) only figures and tables are
     made, from runs that must already exist, and the timings file is left as it is. When the
     plan holds every core target, `summary.md` checks the paper's claims at the end.
+
+    With a `launcher` the runs train as jobs (`robdrop.study.launchers`) and each figure or
+    table is made as soon as its runs are done; a failed run does not stop the others, and
+    RunsFailed names it (and `summary.md` lists it) once everything else is made.
     """
     steps = plan(study, only, out)
     core = _core_steps(steps)
-    if train and distributed.from_environment().main:
-        study.record()  # the seeds, for `robdrop figures` and the notebooks
     steps = [s for s in steps if train or s.kind != "train"]
-    if not distributed.from_environment().main:  # under torchrun the others only train
+    process = distributed.from_environment()
+    if train and process.main:
+        study.record()  # the seeds, for `robdrop figures` and the notebooks
+    if launcher is not None and process.distributed:
+        raise ValueError("--launcher local or slurm starts its own jobs: run it without torchrun")
+    if not process.main:  # under torchrun the others only train
         for step in steps:
             if step.kind == "train":
                 step.action()
         return pd.DataFrame()
-    path = out / "timings.csv"
-    earlier = pd.read_csv(path) if train and path.is_file() else pd.DataFrame()
-    if len(earlier) and "invocation" not in earlier:
-        earlier = earlier.assign(invocation=1)
-    invocation = int(earlier["invocation"].max()) + 1 if "invocation" in earlier else 1
-    rows, start = [], time.perf_counter()
-    bar = tqdm(steps, desc=f"reproduce {study.preset}", unit="step")
-    for step in bar:
-        bar.set_postfix_str(f"{step.kind} {step.name}")
-        t0 = time.perf_counter()
-        written = step.action()
-        now = time.perf_counter()
-        rows.append(
-            {
-                "invocation": invocation,
-                "kind": step.kind,
-                "name": step.name,
-                "seconds": round(now - t0, 1),
-                "total_seconds": round(now - start, 1),
-                "written": " ".join(str(p) for p in written),
-            }
-        )
-        if train:  # after every step, so a killed reproduction still says where its time went
-            out.mkdir(parents=True, exist_ok=True)
-            pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True).to_csv(path, index=False)
-    timings = pd.DataFrame(rows)
+    timings = Timings(out / "timings.csv", write=train)
+    runs = [s for s in steps if s.kind == "train"]
+    if launcher is None or not runs:
+        bar = tqdm(steps, desc=f"reproduce {study.preset}", unit="step")
+        for step in bar:
+            bar.set_postfix_str(f"{step.kind} {step.name}")
+            timings.run(step)
+        failed: list[Entry] = []
+    else:
+        failed = _launch(study, steps, launcher, timings)
     targets = targets_for(study, only)
-    if all(t in targets for t in (CORE if study.draws_figures else study.paper_scale_tables)):
-        bar.set_postfix_str("summary")
-        history = pd.read_csv(path) if path.is_file() else timings
+    wanted = CORE if study.draws_figures else study.paper_scale_tables
+    report = failure_report(failed, command) if failed else ""
+    if all(t in targets for t in wanted) and not failed:
+        path = out / "timings.csv"
+        history = pd.read_csv(path) if path.is_file() else timings.frame()
         (out / "summary.md").write_text(summary(study, history, command, core))
-    return timings
+    elif failed:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.md").write_text(f"# Reproduction summary ({study.preset})\n\n{report}")
+    if failed:
+        raise RunsFailed(report)
+    return timings.frame()
+
+
+def _launch(study: Study, steps: list[Step], launcher: Launcher, timings: Timings) -> list[Entry]:
+    """The runs as jobs of `launcher`; each figure and table as soon as its runs are done (one
+    whose runs failed is left out). The failed runs."""
+    runs = [s.spec for s in steps if s.spec is not None]
+    with Fleet(launcher, study.root, runs) as fleet:
+        for step in (s for s in steps if s.kind != "train"):
+            if fleet.wait(step.needs):
+                tqdm.write(f"[{step.name}] left out: a run it needs failed")
+                continue
+            tqdm.write(f"[{step.name}] its runs are done: making it")
+            timings.run(step)
+    for step in (s for s in steps if s.spec is not None):
+        entry = fleet.entries[step.name]
+        if entry.status == "done":
+            timings.add(step, entry.seconds, [study.root / step.name], entry.ended)
+    return fleet.failed
 
 
 def _core_steps(steps: list[Step]) -> list[str]:

@@ -333,17 +333,24 @@ class TrainingInterrupted(RuntimeError):
     """SIGTERM stopped a run that a longer job (`robdrop reproduce`) needed; --resume goes on."""
 
 
+def complete_run(cfg: TrainConfig, path: Path) -> Run | None:
+    """The run at `path` when it was made with `cfg` and has its last epoch, else None."""
+    if not (path / "run.json").exists():
+        return None
+    run = Run(path)
+    return run if not run.config.differences(cfg) and run.last_epoch() == cfg.epochs else None
+
+
 def ensure_trained(cfg: TrainConfig, out: str | Path = "checkpoints", **kw: Any) -> Run:
     """The run for `cfg` under `out`: reused when complete, resumed when partial, else trained.
 
     Raises TrainingInterrupted when SIGTERM stopped it (its state is saved for the next call).
     """
     path = Path(out) / (kw.pop("name", None) or cfg.default_name())
+    done = complete_run(cfg, path)
+    if done is not None:
+        return done
     exists = (path / "run.json").exists()
-    if exists:
-        run = Run(path)
-        if not run.config.differences(cfg) and run.last_epoch() == cfg.epochs:
-            return run
     # a run started with other settings fails in Trainer with the differences spelled out
     trainer = Trainer(cfg, out, name=path.name, resume=exists, **kw)
     run = trainer.fit()

@@ -1,0 +1,74 @@
+"""Wall time of the `mini` study trained one run after another against `--parallel` runs at once
+(issue 20): `robdrop reproduce` sequentially with every thread, then `--launcher local
+--parallel N` (the threads divided between the runs), each into a fresh folder.
+
+    python benchmarks/launchers.py --data-dir ../shared/data
+    python benchmarks/launchers.py --data-dir ../shared/data --parallel 2 --only figure2
+
+The two studies are timed end to end (training, analyses, drawing), one after the other on an
+otherwise idle machine; the result, with the share of each that went to training, goes to
+docs/results/launchers.md. If the parallel study is faster, `--launcher local` should become
+the default for `mini`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+import torch
+from common import write_result
+
+
+def timed_study(args: list[str], root: Path, threads: int) -> tuple[float, pd.DataFrame]:
+    """`robdrop reproduce *args` under `root` with `threads` threads: (seconds, timings.csv)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "robdrop", "reproduce", *args]
+    command += ["--out", str(root / "runs"), "--figures-dir", str(root / "figures")]
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    return time.perf_counter() - start, pd.read_csv(root / "figures" / "timings.csv")
+
+
+@click.command()
+@click.option("--data-dir", default="../shared/data")
+@click.option("--preset", default="mini")
+@click.option("--parallel", default=2, help="Runs at once in the parallel study.")
+@click.option("--threads", type=int, help="Threads of the sequential study (default: all).")
+@click.option("--only", help="Targets to make (default: the whole study).")
+def main(data_dir: str, preset: str, parallel: int, threads: int | None, only: str | None) -> None:
+    threads = threads or torch.get_num_threads()
+    args = ["--preset", preset, "--data-dir", data_dir, *(["--only", only] if only else [])]
+    launched = [*args, "--launcher", "local", "--parallel", str(parallel)]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, study in (("sequential", args), (f"local --parallel {parallel}", launched)):
+            seconds, timings = timed_study(study, Path(folder) / name.split()[0], threads)
+            training = timings.loc[timings["kind"] == "train", "total_seconds"].max()
+            rows.append(
+                {
+                    "launcher": name,
+                    "threads per run": threads if name == "sequential" else threads // parallel,
+                    "wall minutes": round(seconds / 60, 1),
+                    "training done after (min)": round(training / 60, 1),
+                }
+            )
+    table = pd.DataFrame(rows)
+    ratio = rows[0]["wall minutes"] / rows[1]["wall minutes"]
+    body = (
+        f"`robdrop reproduce --preset {preset}`{f' --only {only}' if only else ''}, each study "
+        f"in a fresh folder.\n\n{table.to_markdown(index=False)}\n\n"
+        f"The parallel study took {1 / ratio:.2f}× the sequential one's wall time."
+    )
+    click.echo(body)
+    click.echo(f"written to {write_result('launchers', body)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""`robdrop reproduce --launcher`: runs as submitit jobs. A tiny study through submitit's local
+executor, two jobs at a time, one stopped by SIGTERM (requeued, continued from partial.pt) and
+one by SIGKILL (failed, then continued by running the command again), ends with checkpoints and
+analyses equal bit for bit to those of the sequential study; the SLURM jobs carry the options."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from robdrop.cli import parse_options
+from robdrop.study import Study
+from robdrop.study.launchers import Launcher, train_args
+from robdrop.training.config import make_config
+from tests.fingerprints import PORTABLE_ENV, REPO, _hash_tensors
+from tests.test_reproduce import TINY
+
+pytest.importorskip("submitit")
+
+# Figure 5 over three FGSM runs (ε = 4, 6, 8), two tiny epochs each, its last epochs evaluated
+# on 32 test images; with two jobs at a time the third waits for a free slot
+SWEEP = ("--only", "figure5", "--sweep-method", "fgsm", "--sweep-eps", "4,6,8")
+STOPPED, KILLED = "mini-fgsm-eps4-seed1", "mini-fgsm-eps6-seed1"
+
+
+def study_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    """`robdrop reproduce` of the tiny Figure 5 under `root`."""
+    settings = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    return [
+        "reproduce", "--preset", "mini", *SWEEP, "--out", str(root / "runs"),
+        "--figures-dir", str(root / "figures"), "--data-dir", str(data_dir), "--n", "32",
+        "--no-autoattack", *settings, *extra,
+    ]  # fmt: skip
+
+
+def robdrop(args: list[str]) -> subprocess.Popen[str]:
+    """`python -m robdrop *args` in the portable mode, so that separate processes agree bit
+    for bit (tests/fingerprints.py); the jobs it starts inherit the settings."""
+    env = {**os.environ, **PORTABLE_ENV, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "robdrop", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finished(proc: subprocess.Popen[str]) -> str:
+    """The output of a finished `robdrop` process, carriage returns as line ends."""
+    out, _ = proc.communicate(timeout=900)
+    return out.replace("\r", "\n")
+
+
+def train_process(run: str) -> int | None:
+    """The process id of `robdrop train … --name run`, if it is running."""
+    needle = b"train\0--method", f"--name\0{run}\0".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(n in cmdline for n in needle):
+            return int(proc.name)
+    return None
+
+
+def stop_in_second_epoch(runs: Path, how: dict[str, signal.Signals], deadline: float) -> None:
+    """Send each run's `robdrop train` its signal a moment after its epoch 1 is saved (SIGTERM
+    then most likely lands amid epoch 2's minibatches); the run must not have finished."""
+    waiting, seen = dict(how), {}
+    while waiting and time.time() < deadline:
+        for run, sig in list(waiting.items()):
+            pid = train_process(run)
+            if pid is None or not (runs / run / "epoch-001.pt").exists():
+                continue
+            seen.setdefault(run, time.time())
+            if time.time() - seen[run] > 0.3:
+                os.kill(pid, sig)
+                del waiting[run]
+                assert not (runs / run / "epoch-002.pt").exists(), "the signal came too late"
+        time.sleep(0.02)
+    assert not waiting, f"never saw {sorted(waiting)} train"
+
+
+def saved(root: Path) -> dict[str, object]:
+    """Every run's checkpoints (hashes of all their tensors), metrics and cached analyses,
+    without the wall times."""
+    found: dict[str, object] = {}
+    for run in sorted(p for p in (root / "runs").iterdir() if not p.name.startswith(".")):
+        for path in sorted(run.glob("*.pt")):
+            found[f"{run.name}/{path.name}"] = _hash_tensors(torch.load(path, weights_only=True))
+        for path in [run / "metrics.csv", *sorted(run.glob("analysis/*/*.csv"))]:
+            frame = pd.read_csv(path)
+            frame = frame.drop(columns=[c for c in frame.columns if "seconds" in c])
+            found[f"{run.name}/{path.parent.name}"] = frame.to_csv(index=False)
+    return found
+
+
+def test_train_args_make_the_planned_configuration(data_dir: Path, tmp_path: Path) -> None:
+    study = Study(tmp_path, "mini", config={"data_dir": str(data_dir), **TINY})
+    spec = study.spec("apart", eps255=4.0)
+    args = train_args(spec, tmp_path)
+    assert args[:2] == ["train", "--method"] and "--resume" in args
+    sets = parse_options(tuple(args[i + 1] for i, a in enumerate(args) if a == "--set"))
+    assert make_config("mini", method="apart", **sets) == spec.config
+
+
+def test_slurm_jobs_carry_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    srun = tmp_path / "bin" / "srun"  # submitit looks for srun before writing any script
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    launcher = Launcher(
+        "slurm",
+        partition="gpu",
+        gpus_per_job=1,
+        cpus_per_job=8,
+        time_min=600,
+        account="lab",
+        sbatch={"qos": "high", "exclusive": True},
+    )
+    script = launcher.executor(tmp_path)._executor._make_submission_file_text("CMD", "uid")
+    for line in ("partition=gpu", "gpus-per-node=1", "cpus-per-task=8", "time=600", "account=lab",
+                 "qos=high", "signal=USR2@90"):  # fmt: skip
+        assert f"#SBATCH --{line}\n" in script
+    assert "#SBATCH --exclusive\n" in script and "export PYTHONPATH=" in script
+    assert launcher.environment(0)["OMP_NUM_THREADS"] == "8"
+
+
+@pytest.mark.slow
+def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    sequential = robdrop(study_args(data_dir, tmp_path / "sequential"))
+    out = finished(sequential)
+    assert sequential.returncode == 0, out[-3000:]
+
+    launched = tmp_path / "launched"
+    args = study_args(data_dir, launched, "--launcher", "local", "--parallel", "2")
+    first = robdrop(args)
+    how = {STOPPED: signal.SIGTERM, KILLED: signal.SIGKILL}
+    stop_in_second_epoch(launched / "runs", how, time.time() + 600)
+    out = finished(first)
+    # SIGTERM: partial.pt, the job ends cleanly and the run is submitted again
+    assert f"[{STOPPED}] queued: stopped by SIGTERM (saved); submitted as job" in out, out[-3000:]
+    assert (launched / "runs" / STOPPED / "epoch-002.pt").exists()
+    # SIGKILL: the run fails, the others go on, the command says how to continue it
+    assert first.returncode == 1, out[-3000:]
+    assert f"[{KILLED}] failed:" in out and f"- {KILLED}: " in out
+    assert f"--name {KILLED} --resume" in out
+    assert f"- {KILLED}: " in (launched / "figures" / "summary.md").read_text()
+    assert not (launched / "figures" / "figure5.png").exists()  # it needs the failed run
+
+    again = robdrop(args)
+    out = finished(again)
+    assert again.returncode == 0, out[-3000:]
+    assert f"[{STOPPED}] done: complete already" in out
+    assert f"[{KILLED}] queued: submitted as job" in out
+    assert (launched / "figures" / "figure5.png").exists()
+
+    expected, got = saved(tmp_path / "sequential"), saved(launched)
+    assert got.keys() == expected.keys()
+    assert [k for k in expected if got[k] != expected[k]] == []
