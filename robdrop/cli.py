@@ -257,7 +257,10 @@ def analysis_options(n_default: int | None, n_help: str) -> Callable[[Callable],
     return apply
 
 
-RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
+RUN_HELP = (
+    "a run folder, a method name resolved under --out for --preset, or a model robdrop did not "
+    "train: FACTORY=WEIGHTS (package.module:function=file.pt, inputs in [0, 1]) or an export card"
+)
 
 
 @main.command("eval")
@@ -274,7 +277,9 @@ RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
 def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
     """Accuracy of RUN's checkpoints under attacks (eval mode, fp32), with time per epoch.
 
-    RUN is a run folder, or a method name resolved under --out for --preset.
+    RUN is a run folder, a method name resolved under --out for --preset, or a model robdrop did
+    not train: FACTORY=WEIGHTS (e.g. pyautoattack.examples.resnet:ResNet18=model_test.pt; CIFAR-10
+    at ε 8/255 unless --eps says otherwise) or an export card (robdrop export).
     """
     from robdrop.analysis import evaluate_run, resolve_run
 
@@ -302,7 +307,7 @@ def gap(source: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None
     "--model",
     "model_spec",
     required=True,
-    help="θ_A as RUN_OR_METHOD@EPOCH (EPOCH: n, last, best).",
+    help="θ_A as RUN_OR_METHOD@EPOCH (EPOCH: n, last, best), FACTORY=WEIGHTS or an export card.",
 )
 @click.option(
     "--perturb", default="fgsm", help=f"Generator B: own (the source's method) or {SPEC_HELP}."
@@ -326,6 +331,50 @@ def crossacc(
         )
     show(table, out_csv)
     click.echo(text_plot(table.set_index("epoch")["accuracy"]))
+
+
+@main.command("export")
+@click.argument("run")
+@click.option(
+    "--epoch",
+    default="last",
+    help="A number, last, or best (best.pt if the monitor "
+    "kept one, else the highest validation PGD-20 accuracy).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="exports",
+    help="Where <run>-epochNNN.pt and .json go.",
+)
+@click.option(
+    "--measure",
+    multiple=True,
+    help="Also evaluate these attacks now (e.g. pgd20, autoattack) and record them in the card.",
+)
+@click.option("--n", type=int, help="Test images for --measure (a subset drawn with --seed).")
+@click.option("--seed", default=0, help="Seed of the --measure subset and random starts.")
+@preset_option
+@out_option
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+@click.option("--data-dir", help="Dataset folder (default: the one the run was trained with).")
+def export(run: str, epoch: str, preset: str, out: Path, **kw) -> None:
+    """Write RUN's weights as a plain state_dict (.pt) with a JSON card others can load.
+
+    The .pt loads with torch.load(weights_only=True) into the model the card's `build` lines
+    make; the card (architecture, data, ε, method, measured accuracy, commit) is also a model
+    spec for `robdrop eval`, `gap` and `crossacc`.
+    """
+    from robdrop.analysis import export_run, resolve_run
+    from robdrop.training.runs import Run
+
+    with user_errors():
+        source = resolve_run(run, out, auto_preset(preset))
+        if not isinstance(source, Run):
+            raise ValueError(f"{run} is not a robdrop run; only runs can be exported")
+        chosen = int(epoch) if epoch.isdigit() else epoch
+        weights, card = export_run(source, chosen, **kw)
+    click.echo(f"written {weights}\nwritten {card}")
 
 
 @main.command()

@@ -15,12 +15,11 @@ import pandas as pd
 import torch
 
 from robdrop.analysis.cache import cached
-from robdrop.analysis.common import Checkpoint, progress, run_data, subset
+from robdrop.analysis.common import Checkpoint, Source, progress, run_data, subset
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.training.factories import resolve_device
-from robdrop.training.runs import Run
 
 BEST_BY = "pgd20"  # the attack whose validation accuracy picks the best epoch
 
@@ -48,7 +47,7 @@ def _accuracy(
 
 
 def accuracy_table(
-    run: Run,
+    run: Source,
     split: Split,
     attacks: Sequence[str],
     epochs: Sequence[int],
@@ -96,7 +95,7 @@ def accuracy_table(
 
 
 def best_epoch(
-    run: Run,
+    run: Source,
     *,
     attack: str = BEST_BY,
     seed: int = 0,
@@ -115,7 +114,7 @@ def best_epoch(
     return int(table.loc[table["accuracy"].idxmax(), "epoch"])
 
 
-def require_epochs(run: Run) -> list[int]:
+def require_epochs(run: Source) -> list[int]:
     """The run's saved epochs; a run without any is an error."""
     epochs = run.epochs()
     if not epochs:
@@ -124,7 +123,7 @@ def require_epochs(run: Run) -> list[int]:
 
 
 def resolve_epochs(
-    run: Run,
+    run: Source,
     epochs: Epochs,
     *,
     seed: int = 0,
@@ -157,7 +156,7 @@ def resolve_epochs(
 
 
 def evaluate_run(
-    run: Run,
+    run: Source,
     attacks: Sequence[str] = ("pgd20",),
     epochs: Epochs = "all",
     *,
