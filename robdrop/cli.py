@@ -218,9 +218,13 @@ def methods() -> None:
 
 
 def show(frame: pd.DataFrame, out_csv: Path | None) -> None:
-    """Print a result table (and write it as CSV when asked)."""
+    """Print a result table, an attack's own flags below it (and write it as CSV when asked)."""
+    printed = frame.drop(columns=["flags"], errors="ignore")
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        click.echo(frame.round(4).to_string(index=False))
+        click.echo(printed.round(4).to_string(index=False))
+    if "flags" in frame:
+        for row in frame.dropna(subset=["flags"]).itertuples():
+            click.echo(f"{row.attack} checks, {row.run} epoch {row.epoch}: {row.flags}")
     if out_csv is not None:
         frame.to_csv(out_csv, index=False)
         click.echo(f"written to {out_csv}")
@@ -266,7 +270,12 @@ RUN_HELP = (
 @main.command("eval")
 @click.argument("run")
 @click.option(
-    "--attack", "-a", "attacks", multiple=True, default=["pgd20"], help=f"Repeatable: {SPEC_HELP}."
+    "--attack",
+    "-a",
+    "attacks",
+    multiple=True,
+    default=["pgd20"],
+    help=f"Repeatable: {SPEC_HELP}; SPEC@train judges in train mode (e.g. clean@train).",
 )
 @analysis_options(None, "Evaluate a seeded subset of N test images (default: all).")
 @click.option("--sigma", "sigma255", type=float, help="σ of gauss in /255 (default: ε).")
@@ -470,7 +479,7 @@ def study_options(command: Callable) -> Callable:
         click.option(
             "--autoattack/--no-autoattack",
             default=True,
-            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs torchattacks).",
+            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs pyautoattack).",
         ),
     ]
     for option in reversed(options):
@@ -492,10 +501,10 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         extra["sweep_methods"] = tuple(kw["sweep_methods"])
     n = kw["n"] if kw["n"] is not None else default_n(preset)
     autoattack = kw["autoattack"]
-    if autoattack and importlib.util.find_spec("torchattacks") is None:
+    if autoattack and importlib.util.find_spec("pyautoattack") is None:
         click.echo(
-            "AutoAttack column left empty: torchattacks is not installed "
-            "(pip install -e '.[compare]', kept apart as it pins an old requests)",
+            "AutoAttack column left empty: pyautoattack is not installed "
+            "(pip install -e '.[autoattack]')",
             err=True,
         )
         autoattack = False

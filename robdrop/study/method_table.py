@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from robdrop.analysis.sanity import SANITY_ATTACKS, sanity
 from robdrop.study.paper_values import paper_table
 from robdrop.study.study import LATER_METHODS, TABLE_PRESET, RunSpec, Study, collapse_epoch
 from robdrop.study.target import PaperTable
@@ -16,11 +17,13 @@ from robdrop.training.runs import Run
 
 ATTACKS = ("clean", "pgd20", "cw20", "gauss")
 AUTOATTACK = "autoattack"
+SANITY = "sanity"  # the column of the evaluation sanity checks (Tables 2–4)
 
 
 class MethodTable(PaperTable):
     """Subclasses name the methods, the attacks and whether the table has AutoAttack's column
-    (empty for the paper's rows, which report none, and for ours with `autoattack` off)."""
+    (empty for the paper's rows, which report none, and for ours with `autoattack` off); a table
+    with that column also checks each of our rows (`analysis/sanity.py`, the `sanity` column)."""
 
     methods: ClassVar[tuple[str, ...]]
     attacks: ClassVar[tuple[str, ...]] = ATTACKS
@@ -44,14 +47,17 @@ class MethodTable(PaperTable):
         return self.specs(study) if self.name in study.paper_scale_tables else []
 
     def evaluated_attacks(self, study: Study) -> tuple[str, ...]:
-        with_aa = self.has_autoattack and study.autoattack
-        return (*self.attacks, AUTOATTACK) if with_aa else self.attacks
+        """The table's attacks, the study's AutoAttack and what the sanity checks need."""
+        if not self.has_autoattack:
+            return self.attacks
+        with_aa = (study.autoattack_spec,) if study.autoattack else ()
+        return (*self.attacks, *with_aa, *SANITY_ATTACKS)
 
     def frame(self, study: Study) -> pd.DataFrame:
         """Our rows (last epoch) and the paper's, with a `source` column."""
         paper = paper_table(self.name)
         if self.has_autoattack:
-            paper = paper.assign(**{AUTOATTACK: np.nan})
+            paper = paper.assign(**{AUTOATTACK: np.nan, SANITY: np.nan})
         try:
             runs = [(spec, study.open(spec)) for spec in self.specs(study)]
         except ValueError:
@@ -65,7 +71,10 @@ class MethodTable(PaperTable):
     def row(self, study: Study, spec: RunSpec, run: Run) -> dict[str, Any]:
         """One method's row: accuracy (%) at the last epoch, time, collapse on the quick check."""
         attacks = self.evaluated_attacks(study)
-        acc = study.evaluate(run, attacks, "last").set_index("attack")["accuracy"]
+        evaluated = study.evaluate(run, attacks, "last").set_index("attack")
+        # the study's AutoAttack (a subset of it on mini) fills the AutoAttack column
+        evaluated = evaluated.rename(index={study.autoattack_spec: AUTOATTACK})
+        acc = evaluated["accuracy"]
         metrics = run.metrics()
         seconds = metrics["seconds"]
         timing = (
@@ -75,4 +84,8 @@ class MethodTable(PaperTable):
         quick = metrics.set_index("epoch").get(f"test_{run.config.eval_attack}_acc")
         collapse = collapse_epoch(quick) if quick is not None else None
         row = {"method": spec.config.method_key, **(100 * acc).to_dict(), **timing}
-        return {**row, "collapse": f"epoch {collapse}" if collapse else "no"}
+        row["collapse"] = f"epoch {collapse}" if collapse else "no"
+        if self.has_autoattack:
+            aa_flags = evaluated["flags"].get(AUTOATTACK) if "flags" in evaluated else None
+            row[SANITY] = sanity(row, aa_flags if isinstance(aa_flags, str) else None)
+        return row

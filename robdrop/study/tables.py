@@ -21,6 +21,7 @@ HEADERS = {
     "seconds": "time/epoch (s)",
     "hours": "time (h)",
     "collapse": "collapse (quick check)",
+    "sanity": "evaluation sanity",
 }
 
 
