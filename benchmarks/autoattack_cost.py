@@ -6,8 +6,9 @@ For each run folder (its last checkpoint, or --epoch): accuracy and wall time of
 each AutoAttack spec (`autoattack`: the authors' standard version through pyautoattack;
 `autoattack-apgd`: its APGD-CE and APGD-T only; `autoattack-ta`: torchattacks' 10-iteration
 variant, when installed) on the same seeded --n test images at the run's ε, never from the cache.
-The last column extrapolates to a Table 2 column on `mini` (300 images, --table-runs runs), which
-assumes the cost grows with the images, as it does for the same robust fraction. Writes
+CPU seconds (the process's, all threads) stay meaningful when other jobs share the cores; the
+last column extrapolates them to a Table 2 column on `mini` (300 images, --table-runs runs),
+assuming the cost grows with the images, as it does for the same robust fraction. Writes
 docs/results/autoattack_cost.md.
 """
 
@@ -42,18 +43,19 @@ def measure(run: Run, epoch: int | None, spec: str, n: int, seed: int, table: in
     x, y = fixed_test_subset(run, n, seed)
     attack = make_attack(spec, run.config.eps_image)
     attack.take_flags()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with seeded(seed, torch.device("cpu")):
         acc = accuracy_under(model, attack, x, y, batch_size=run.config.eval_batch_size)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {
         "run": run.name,
         "epoch": epoch or run.last_epoch(),
         "attack": spec,
         "accuracy (%)": 100 * acc,
         "seconds": seconds,
-        "s/image": seconds / n,
-        f"Table 2 column, {table} runs × 300 images (min, est.)": seconds / n * 300 * table / 60,
+        "CPU seconds": cpu,
+        "CPU s/image": cpu / n,
+        f"Table 2 column, {table} runs × 300 images (CPU min, est.)": cpu / n * 300 * table / 60,
         "flags": attack.take_flags() or "",
     }
 
@@ -74,7 +76,8 @@ def main(runs: tuple[str, ...], epoch: int | None, n: int, seed: int, table_runs
     frame = pd.DataFrame(rows)
     body = (
         f"{n} test images (seed {seed}) at each run's ε, eval mode, fp32, batch of the run's "
-        "eval_batch_size; seconds are wall time on this machine (other jobs may share its cores). "
+        "eval_batch_size; seconds are wall time on this machine (other jobs may share its cores), "
+        f"CPU seconds this process's at {torch.get_num_threads()} torch thread(s). "
         f"Specs: {', '.join(specs)}.\n\n{frame.to_markdown(index=False, floatfmt='.2f')}\n"
     )
     click.echo(body)
