@@ -208,7 +208,14 @@ def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
     assert TARGETS["table3"].evaluated_attacks(Study(tmp_path, "paper-cifar10-wrn34"))[4] == (
         "autoattack"
     )
+    # the subset is stated in the caption of the tables it fills
+    assert table2.table_caption(study) == (
+        "Table 2: PreAct ResNet-18 on CIFAR-10 (AutoAttack: autoattack-apgd, the authors' "
+        "APGD-CE and APGD-T only, 100 iterations each)"
+    )
+    assert table2.table_caption(Study(tmp_path, "paper-cifar10-prn18")) == table2.caption
     no_aa = Study(tmp_path, "mini", autoattack=False)
+    assert table2.table_caption(no_aa) == table2.caption
     assert not {"autoattack", "autoattack-apgd"} & set(table2.evaluated_attacks(no_aa))
     assert not {"autoattack", "autoattack-apgd"} & set(table6.evaluated_attacks(study))
     # a table of the paper's rows only (no such runs here): the column is there, empty, shown "–"

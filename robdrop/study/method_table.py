@@ -4,6 +4,7 @@ do not exist here (Tables 3–5 in a CIFAR-10 study) holds the paper's rows only
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,13 +12,22 @@ import pandas as pd
 
 from robdrop.analysis.sanity import SANITY_ATTACKS, sanity
 from robdrop.study.paper_values import paper_table
-from robdrop.study.study import LATER_METHODS, TABLE_PRESET, RunSpec, Study, collapse_epoch
+from robdrop.study.study import (
+    AUTOATTACK_DEFAULT,
+    LATER_METHODS,
+    TABLE_PRESET,
+    RunSpec,
+    Study,
+    collapse_epoch,
+)
+from robdrop.study.tables import write_table
 from robdrop.study.target import PaperTable
 from robdrop.training.runs import Run
 
 ATTACKS = ("clean", "pgd20", "cw20", "gauss")
 AUTOATTACK = "autoattack"
 SANITY = "sanity"  # the column of the evaluation sanity checks (Tables 2–4)
+SUBSET_NOTE = "the authors' APGD-CE and APGD-T only, 100 iterations each"
 
 
 class MethodTable(PaperTable):
@@ -45,6 +55,16 @@ class MethodTable(PaperTable):
     def runs(self, study: Study) -> list[RunSpec]:
         """Trained only where this study's preset fills the table."""
         return self.specs(study) if self.name in study.paper_scale_tables else []
+
+    def table_caption(self, study: Study) -> str:
+        """The caption, naming our rows' AutoAttack where it is a subset (on `mini`)."""
+        if self.has_autoattack and study.autoattack and study.autoattack_spec != AUTOATTACK_DEFAULT:
+            return f"{self.caption} (AutoAttack: {study.autoattack_spec}, {SUBSET_NOTE})"
+        return self.caption
+
+    def write(self, study: Study, out: Path) -> list[Path]:
+        frame = self.frame(study)
+        return write_table(frame, out, self.name, self.table_caption(study), self.row_names)
 
     def evaluated_attacks(self, study: Study) -> tuple[str, ...]:
         """The table's attacks, the study's AutoAttack and what the sanity checks need."""

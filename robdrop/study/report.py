@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from robdrop.analysis.sanity import AA_DISAGREEMENT, MODE_DIFFERENCE, OK
-from robdrop.study.method_table import SANITY
+from robdrop.study.method_table import SANITY, MethodTable
 from robdrop.study.paper_values import display_name
 from robdrop.study.registry import CORE, TARGETS
 from robdrop.study.study import Study
@@ -87,8 +87,11 @@ def summary(
         lines += ["## The paper's claims at this scale", "", claims(study).to_markdown(index=False)]
     frames = {name: TARGETS[name].frame(study) for name in study.paper_scale_tables}
     for name, frame in frames.items():
+        table = TARGETS[name]
         lines += ["", f"## {name.replace('table', 'Table ')}", ""]
-        lines.append(presentable(frame, TARGETS[name].row_names).to_markdown(index=False))
+        if isinstance(table, MethodTable) and table.table_caption(study) != table.caption:
+            lines += [table.table_caption(study), ""]
+        lines.append(presentable(frame, table.row_names).to_markdown(index=False))
     lines += sanity_section(frames)
     return "\n".join(lines) + "\n"
 
