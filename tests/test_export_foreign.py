@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robdrop.analysis import ForeignModel, evaluate_run, parse_foreign
+from robdrop.analysis import ForeignModel, best_epoch, evaluate_run, parse_foreign
 from robdrop.cli import main
 from robdrop.models import build_model
 from robdrop.training.runs import Run
@@ -151,6 +151,21 @@ def test_a_foreign_model_in_gap_and_crossacc(run, exported, tmp_path):
         "--out-csv", str(ours))  # fmt: skip
     columns = ["epoch", "accuracy", "random_accuracy"]
     assert pd.read_csv(theirs)[columns].equals(pd.read_csv(ours)[columns])
+    # and as the source whose FGSM perturbations attack a fixed model
+    cli("crossacc", "--model", f"{run.path}@2", "--source", str(card_path), *common,
+        "--out-csv", str(theirs))  # fmt: skip
+    cli("crossacc", "--model", f"{run.path}@2", "--source", str(run.path), "--epochs", "1",
+        *common, "--out-csv", str(ours))  # fmt: skip
+    assert pd.read_csv(theirs)[columns].equals(pd.read_csv(ours)[columns])
+
+
+def test_export_best_is_the_validation_choice(run, tmp_path):
+    cli("export", str(run.path), "--epoch", "best", "--out-dir", str(tmp_path))
+    (card_path,) = tmp_path.glob("*.json")
+    card = json.loads(card_path.read_text())
+    assert card["epoch"] == best_epoch(run, device="cpu")
+    assert card["taken_from"] == "best by validation PGD-20"
+    assert card_path.with_suffix(".pt").is_file()
 
 
 def test_pyautoattack_standard_resnet18_is_accurate_and_fragile(data_dir, tmp_path):
