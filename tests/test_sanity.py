@@ -113,3 +113,8 @@ def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
     assert f"  - FGSM: {row[SANITY]}" in lines
     sound = {"table2": frames["table2"].assign(**{SANITY: [OK] + [None] * len(paper)})}
     assert "- Table 2: all 1 rows pass." in sanity_section(sound)
+    without_aa = {"table2": sound["table2"].assign(autoattack=float("nan"))}
+    assert (
+        "- Table 2 (AutoAttack not evaluated: its checks skipped): all 1 rows pass."
+        in sanity_section(without_aa)
+    )

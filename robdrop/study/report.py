@@ -115,6 +115,8 @@ def sanity_section(frames: dict[str, pd.DataFrame]) -> list[str]:
         ours = frame[frame[SANITY].notna()]
         flagged = ours[ours[SANITY] != OK]
         title = name.replace("table", "Table ")
+        if "autoattack" not in ours or ours["autoattack"].isna().all():
+            title += " (AutoAttack not evaluated: its checks skipped)"
         if flagged.empty:
             lines.append(f"- {title}: all {len(ours)} rows pass.")
             continue
