@@ -43,3 +43,17 @@ def test_the_kernel_interpreter_imports_robdrop():
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_install_paths_bring_jupyterlab_and_the_readme_names_them():
+    import tomllib
+
+    root = NOTEBOOKS[0].parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(d.startswith("jupyterlab") for d in extras["notebooks"])
+    assert any(d.startswith("ipykernel") for d in extras["notebooks"])
+    assert "- jupyterlab" in (root / "environment.yml").read_text()
+    readme = (root / "README.md").read_text()
+    assert '".[dev,notebooks]"' in readme and "jupyter lab analysis/" in readme

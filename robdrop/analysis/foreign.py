@@ -4,7 +4,8 @@ takes a run (`robdrop eval`, `gap`, `crossacc`), as one checkpoint on a dataset 
 
 On the command line a foreign model is `FACTORY=WEIGHTS` (e.g.
 `pyautoattack.examples.resnet:ResNet18=model_test.pt`) or the JSON card `robdrop export` writes.
-Weights are read with `torch.load(weights_only=True)`: a file from elsewhere cannot run code.
+Weights are read with `torch.load(weights_only=True)`: a file from elsewhere cannot run code (the
+factory is code, and runs: name only factories you trust).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ class ForeignModel:
 
     # -- what analyses ask of a run -------------------------------------------------------------
     def epochs(self) -> list[int]:
+        """Its one checkpoint, numbered as the card says (0 for FACTORY=WEIGHTS)."""
         return [self.epoch]
 
     def checkpoint_path(self, epoch: int) -> Path:

@@ -84,6 +84,7 @@ class AutoAttackBase(Attack):
 
     @staticmethod
     def draw_seed() -> int:
+        """The implementation's seed for one call, from torch's (possibly seeded) RNG."""
         return int(torch.randint(2**31 - 1, ()))
 
 
