@@ -283,7 +283,13 @@ RUN_HELP = (
 @click.option(
     "--eps", "eps255", type=float, help="Attack budget in /255 (default: the run's training ε)."
 )
-def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
+@click.option(
+    "--sanity",
+    is_flag=True,
+    help="Also evaluate clean, pgd20, random and clean@train and print the sanity checks per "
+    "epoch (with AutoAttack's, when an autoattack spec is among the attacks).",
+)
+def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, sanity: bool, **kw) -> None:
     """Accuracy of RUN's checkpoints under attacks (eval mode, fp32), with time per epoch.
 
     RUN is a run folder, a method name resolved under --out for --preset, or a model robdrop did
@@ -291,10 +297,17 @@ def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> No
     at ε 8/255 unless --eps says otherwise) or an export card (robdrop export).
     """
     from robdrop.analysis import evaluate_run, resolve_run
+    from robdrop.analysis.sanity import CHECKED, sanity_table
 
+    attacks = kw.pop("attacks")
+    if sanity:
+        attacks = (*attacks, *(a for a in CHECKED if a not in attacks))
     with user_errors():
-        table = evaluate_run(resolve_run(run, out, auto_preset(preset)), kw.pop("attacks"), **kw)
+        table = evaluate_run(resolve_run(run, out, auto_preset(preset)), attacks, **kw)
     show(table, out_csv)
+    if sanity:
+        for row in sanity_table(table).itertuples():
+            click.echo(f"sanity, {row.run} epoch {row.epoch}: {row.sanity}")
 
 
 @main.command()

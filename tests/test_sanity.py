@@ -4,15 +4,18 @@ were), and the flags reach Tables 2–4 and summary.md."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 
-from robdrop.analysis.sanity import OK, sanity, sanity_flags
+from robdrop.analysis.sanity import OK, sanity, sanity_flags, sanity_table
 from robdrop.attacks import make_attack
 from robdrop.attacks.evaluate import accuracy_under
+from robdrop.cli import main
 from robdrop.data import ImageData
 from robdrop.models import build_model
 from robdrop.study import TARGETS, Study
@@ -60,13 +63,20 @@ def trained(cifar: ImageData) -> torch.nn.Module:
     return fit_a_little(build_model("prn18", 10, cifar.mean, cifar.std, width=4), cifar)
 
 
+def broken_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose BatchNorm running means no longer describe the model."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean += 3.0
+    return model
+
+
 def test_train_mode_catches_broken_running_statistics_and_leaves_them(trained, cifar):
     x, y = cifar.test_x[:256], cifar.test_y[:256]
     clean = make_attack("clean", 8 / 255)
-    with torch.no_grad():
-        for module in trained.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean += 3.0  # statistics that no longer describe the model
+    trained = broken_statistics(trained)
     state = {k: v.clone() for k, v in trained.state_dict().items()}
     broken = {
         "clean": 100 * accuracy_under(trained, clean, x, y),
@@ -118,3 +128,33 @@ def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
         "- Table 2 (AutoAttack not evaluated: its checks skipped): all 1 rows pass."
         in sanity_section(without_aa)
     )
+
+
+def test_sanity_table_gives_one_verdict_per_epoch():
+    rows = [
+        ("r", 1, "clean", 0.8, None),
+        ("r", 1, "pgd20", 0.4, None),
+        ("r", 1, "autoattack-apgd", 0.3, "none"),
+        ("r", 2, "clean", 0.8, None),
+        ("r", 2, "pgd20", 0.4, None),
+        ("r", 2, "random", 0.7, None),
+    ]
+    table = pd.DataFrame(rows, columns=["run", "epoch", "attack", "accuracy", "flags"])
+    verdicts = sanity_table(table).set_index("epoch")["sanity"]
+    assert verdicts[1] == "PGD-20 40.0 % vs AutoAttack 30.0 %: > 5 points"
+    assert verdicts[2] == OK
+
+
+def test_eval_sanity_flags_a_model_with_broken_statistics(trained, data_dir, tmp_path):
+    """`robdrop eval --sanity` on a model from elsewhere (the factory of test_export_foreign)."""
+    weights = tmp_path / "broken.pt"
+    torch.save(broken_statistics(trained).state_dict(), weights)
+    args = ["eval", f"tests.test_export_foreign:colleague_model={weights}", "--sanity", "--n",
+            "128", "--out", str(tmp_path), "--data-dir", str(data_dir)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("sanity, ")]
+    assert line.startswith("sanity, broken epoch 0: clean ")
+    assert line.endswith("in train mode")
+    for attack in ("clean", "pgd20", "random", "clean@train"):
+        assert f" {attack} " in result.output

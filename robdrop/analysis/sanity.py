@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pandas as pd
+
 # what the checks need evaluated beside clean, PGD-20 and AutoAttack: two forward passes
 SANITY_ATTACKS = ("random", "clean@train")
+# every check but AutoAttack's (`robdrop eval --sanity` adds these to the attacks asked for)
+CHECKED = ("clean", "pgd20", *SANITY_ATTACKS)
+# the AutoAttack specs whose accuracy stands for "autoattack", the first found
+AUTOATTACKS = ("autoattack", "autoattack-apgd", "autoattack-ta")
 AA_DISAGREEMENT = 5.0  # points
 MODE_DIFFERENCE = 10.0  # points
 OK = "ok"
@@ -42,3 +48,19 @@ def sanity_flags(acc: Mapping[str, float], aa_flags: str | None = None) -> list[
 def sanity(acc: Mapping[str, float], aa_flags: str | None = None) -> str:
     """The failed checks in one cell, or 'ok'."""
     return "; ".join(sanity_flags(acc, aa_flags)) or OK
+
+
+def sanity_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict per (run, epoch) of an `evaluate_run` table (accuracies as fractions)."""
+    rows = []
+    for (run, epoch), group in table.groupby(["run", "epoch"], sort=False):
+        by_attack = group.set_index("attack")
+        acc = (100 * by_attack["accuracy"]).to_dict()
+        aa = next((spec for spec in AUTOATTACKS if spec in acc), None)
+        flags = None
+        if aa is not None:
+            acc["autoattack"] = acc[aa]
+            found = by_attack["flags"].get(aa) if "flags" in by_attack else None
+            flags = found if isinstance(found, str) else None
+        rows.append({"run": run, "epoch": epoch, "sanity": sanity(acc, flags)})
+    return pd.DataFrame(rows, columns=["run", "epoch", "sanity"])
