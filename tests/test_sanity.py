@@ -95,7 +95,9 @@ def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
 
     def evaluate(self, run, attacks, epochs="all", eps255=None):
         assert set(attacks) == {*table2.attacks, "autoattack-apgd", "random", "clean@train"}
-        rows = [{"attack": a, "accuracy": accuracies[a] / 100, "epoch": 1} for a in attacks]
+        rows = [
+            {"run": "r", "attack": a, "accuracy": accuracies[a] / 100, "epoch": 1} for a in attacks
+        ]
         frame = pd.DataFrame(rows)
         return frame.assign(
             flags=["zero gradients" if a.startswith("auto") else None for a in attacks]

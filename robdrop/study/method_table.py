@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from robdrop.analysis.sanity import SANITY_ATTACKS, sanity
+from robdrop.analysis.sanity import SANITY_ATTACKS, sanity_table
 from robdrop.study.paper_values import paper_table
 from robdrop.study.study import (
     AUTOATTACK_DEFAULT,
@@ -91,10 +91,9 @@ class MethodTable(PaperTable):
     def row(self, study: Study, spec: RunSpec, run: Run) -> dict[str, Any]:
         """One method's row: accuracy (%) at the last epoch, time, collapse on the quick check."""
         attacks = self.evaluated_attacks(study)
-        evaluated = study.evaluate(run, attacks, "last").set_index("attack")
+        evaluated = study.evaluate(run, attacks, "last")
         # the study's AutoAttack (a subset of it on mini) fills the AutoAttack column
-        evaluated = evaluated.rename(index={study.autoattack_spec: AUTOATTACK})
-        acc = evaluated["accuracy"]
+        acc = evaluated.set_index("attack")["accuracy"].rename({study.autoattack_spec: AUTOATTACK})
         metrics = run.metrics()
         seconds = metrics["seconds"]
         timing = (
@@ -106,6 +105,5 @@ class MethodTable(PaperTable):
         row = {"method": spec.config.method_key, **(100 * acc).to_dict(), **timing}
         row["collapse"] = f"epoch {collapse}" if collapse else "no"
         if self.has_autoattack:
-            aa_flags = evaluated["flags"].get(AUTOATTACK) if "flags" in evaluated else None
-            row[SANITY] = sanity(row, aa_flags if isinstance(aa_flags, str) else None)
+            row[SANITY] = sanity_table(evaluated)["sanity"].item()
         return row
