@@ -3,13 +3,15 @@
     python benchmarks/autoattack_gap.py checkpoints/mini-*-eps8-seed1 --n 300
 
 For each run folder: the accuracy of its last checkpoint under PGD-20 and under AutoAttack
-(torchattacks' standard L∞ version, `robdrop eval --attack autoattack`) at the run's ε, on the
+(--attack: `autoattack`, the authors' standard L∞ version, the default; `autoattack-apgd`, its
+APGD-CE and APGD-T; `autoattack-ta`, torchattacks' 10-iteration variant) at the run's ε, on the
 same seeded subset of --n test images. Both come through `evaluate_run` and its cache, so at the
 study's n and seed (300 and 0 for mini) they are the numbers of Tables 2–4, and a table drawn
 afterwards reuses them. AutoAttack should be at most PGD-20 (it is the stronger attack); a gap
 PGD-20 − AutoAttack above --masking points suggests gradient masking. The seconds column is the
-time AutoAttack took here, or "cached" when it was read from an earlier evaluation. Needs the
-`compare` extra (`pip install -e .[compare]`). Writes docs/results/autoattack_gap.md.
+time AutoAttack took here, or "cached" when it was read from an earlier evaluation; the flags
+column holds AutoAttack's own checks. Needs the `autoattack` extra (`compare` for
+autoattack-ta). Writes docs/results/autoattack_gap.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import click
 import pandas as pd
-import torchattacks
 from common import write_result
 
 from robdrop.analysis import evaluate_run
@@ -36,13 +37,13 @@ def verdict(pgd20: float, autoattack: float, masking: float) -> str:
     return "AutoAttack ≤ PGD-20 holds; no sign of gradient masking"
 
 
-def measure(run: Run, n: int, seed: int, masking: float, **kw: str | None) -> dict:
+def measure(run: Run, attack: str, n: int, seed: int, masking: float, **kw: str | None) -> dict:
     """PGD-20 and AutoAttack accuracy (%) of the run's last checkpoint, the gap, the verdict."""
     pgd20 = evaluate_run(run, ["pgd20"], "last", n=n, seed=seed, **kw)
     entries = run.path / "analysis" / "accuracy"
     before = set(entries.glob("*.csv"))
     t0 = time.perf_counter()
-    autoattack = evaluate_run(run, ["autoattack"], "last", n=n, seed=seed, **kw)
+    autoattack = evaluate_run(run, [attack], "last", n=n, seed=seed, **kw)
     seconds = time.perf_counter() - t0
     computed = set(entries.glob("*.csv")) - before
     pgd, aa = 100 * pgd20["accuracy"].item(), 100 * autoattack["accuracy"].item()
@@ -56,6 +57,8 @@ def measure(run: Run, n: int, seed: int, masking: float, **kw: str | None) -> di
         "PGD-20 − AA (points)": pgd - aa,
         "AA seconds": f"{seconds:.0f}" if computed else "cached",
         "verdict": verdict(pgd, aa, masking),
+        "flags": autoattack["flags"].item() if "flags" in autoattack else "",
+        "description": autoattack["description"].item(),
     }
 
 
@@ -63,24 +66,32 @@ def measure(run: Run, n: int, seed: int, masking: float, **kw: str | None) -> di
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--n", default=300, help="Test images (a subset drawn with --seed).")
 @click.option("--seed", default=0)
+@click.option("--attack", default="autoattack", help="autoattack, autoattack-apgd or -ta.")
 @click.option("--masking", default=5.0, help="A gap above this many points is flagged.")
 @click.option("--data-dir", help="Dataset folder (default: each run's).")
 @click.option("--device", default="auto")
 def main(
-    runs: tuple[str, ...], n: int, seed: int, masking: float, data_dir: str | None, device: str
+    runs: tuple[str, ...],
+    n: int,
+    seed: int,
+    attack: str,
+    masking: float,
+    data_dir: str | None,
+    device: str,
 ) -> None:
     rows = []
     for path in runs:
-        rows.append(measure(Run(Path(path)), n, seed, masking, device=device, data_dir=data_dir))
+        run = Run(Path(path))
+        rows.append(measure(run, attack, n, seed, masking, device=device, data_dir=data_dir))
         click.echo(f"{rows[-1]['run']}: {rows[-1]['verdict']}", err=True)
     table = pd.DataFrame(rows)
+    description = table.pop("description").iloc[0]
     holds = (table["PGD-20 − AA (points)"] >= 0).sum()
     flagged = (table["PGD-20 − AA (points)"] > masking).sum()
     body = (
         f"Last checkpoint of each run; {n} test images (seed {seed}); PGD-20 (step ε/4, uniform "
-        f"start) and AutoAttack (torchattacks {torchattacks.__version__}, standard, L∞: APGD-CE, "
-        "APGD-T, FAB-T with 10 iterations each, Square with 5,000 queries) at the run's ε, eval "
-        f"mode, fp32.\n\n{table.to_markdown(index=False, floatfmt='.2f')}\n\n"
+        f"start) and {description} at the run's ε, eval mode, fp32.\n\n"
+        f"{table.to_markdown(index=False, floatfmt='.2f')}\n\n"
         f"AutoAttack ≤ PGD-20 holds for {holds} of {len(table)} runs; {flagged} "
         f"{'run has' if flagged == 1 else 'runs have'} a gap above {masking:g} points "
         "(possible gradient masking).\n"

@@ -229,9 +229,13 @@ def methods() -> None:
 
 
 def show(frame: pd.DataFrame, out_csv: Path | None) -> None:
-    """Print a result table (and write it as CSV when asked)."""
+    """Print a result table, an attack's own flags below it (and write it as CSV when asked)."""
+    printed = frame.drop(columns=["flags"], errors="ignore")
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        click.echo(frame.round(4).to_string(index=False))
+        click.echo(printed.round(4).to_string(index=False))
+    if "flags" in frame:
+        for row in frame.dropna(subset=["flags"]).itertuples():
+            click.echo(f"{row.attack} checks, {row.run} epoch {row.epoch}: {row.flags}")
     if out_csv is not None:
         frame.to_csv(out_csv, index=False)
         click.echo(f"written to {out_csv}")
@@ -269,13 +273,21 @@ def analysis_options(n_default: int | None, n_help: str) -> Callable[[Callable],
     return apply
 
 
-RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
+RUN_HELP = (
+    "a run folder, a method name resolved under --out for --preset, or a model robdrop did not "
+    "train: FACTORY=WEIGHTS (package.module:function=file.pt, inputs in [0, 1]) or an export card"
+)
 
 
 @main.command("eval")
 @click.argument("run")
 @click.option(
-    "--attack", "-a", "attacks", multiple=True, default=["pgd20"], help=f"Repeatable: {SPEC_HELP}."
+    "--attack",
+    "-a",
+    "attacks",
+    multiple=True,
+    default=["pgd20"],
+    help=f"Repeatable: {SPEC_HELP}; SPEC@train judges in train mode (e.g. clean@train).",
 )
 @analysis_options(None, "Evaluate a seeded subset of N test images (default: all).")
 @click.option("--sigma", "sigma255", type=float, help="σ of gauss in /255 (default: ε).")
@@ -283,16 +295,31 @@ RUN_HELP = "a run folder, or a method name resolved under --out for --preset"
 @click.option(
     "--eps", "eps255", type=float, help="Attack budget in /255 (default: the run's training ε)."
 )
-def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None:
+@click.option(
+    "--sanity",
+    is_flag=True,
+    help="Also evaluate clean, pgd20, random and clean@train and print the sanity checks per "
+    "epoch (with AutoAttack's, when an autoattack spec is among the attacks).",
+)
+def evaluate(run: str, preset: str, out: Path, out_csv: Path | None, sanity: bool, **kw) -> None:
     """Accuracy of RUN's checkpoints under attacks (eval mode, fp32), with time per epoch.
 
-    RUN is a run folder, or a method name resolved under --out for --preset.
+    RUN is a run folder, a method name resolved under --out for --preset, or a model robdrop did
+    not train: FACTORY=WEIGHTS (e.g. pyautoattack.examples.resnet:ResNet18=model_test.pt; CIFAR-10
+    at ε 8/255 unless --eps says otherwise) or an export card (robdrop export).
     """
     from robdrop.analysis import evaluate_run, resolve_run
+    from robdrop.analysis.sanity import CHECKED, sanity_table
 
+    attacks = kw.pop("attacks")
+    if sanity:
+        attacks = (*attacks, *(a for a in CHECKED if a not in attacks))
     with user_errors():
-        table = evaluate_run(resolve_run(run, out, auto_preset(preset)), kw.pop("attacks"), **kw)
+        table = evaluate_run(resolve_run(run, out, auto_preset(preset)), attacks, **kw)
     show(table, out_csv)
+    if sanity:
+        for row in sanity_table(table).itertuples():
+            click.echo(f"sanity, {row.run} epoch {row.epoch}: {row.sanity}")
 
 
 @main.command()
@@ -314,7 +341,7 @@ def gap(source: str, preset: str, out: Path, out_csv: Path | None, **kw) -> None
     "--model",
     "model_spec",
     required=True,
-    help="θ_A as RUN_OR_METHOD@EPOCH (EPOCH: n, last, best).",
+    help="θ_A as RUN_OR_METHOD@EPOCH (EPOCH: n, last, best), FACTORY=WEIGHTS or an export card.",
 )
 @click.option(
     "--perturb", default="fgsm", help=f"Generator B: own (the source's method) or {SPEC_HELP}."
@@ -338,6 +365,50 @@ def crossacc(
         )
     show(table, out_csv)
     click.echo(text_plot(table.set_index("epoch")["accuracy"]))
+
+
+@main.command("export")
+@click.argument("run")
+@click.option(
+    "--epoch",
+    default="last",
+    help="A number, last, best (= val-best: the highest validation PGD-20 accuracy) or "
+    "probe-best (the monitor's best.pt).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="exports",
+    help="Where <run>-epochNNN.pt and .json go.",
+)
+@click.option(
+    "--measure",
+    multiple=True,
+    help="Also evaluate these attacks now (e.g. pgd20, autoattack) and record them in the card.",
+)
+@click.option("--n", type=int, help="Test images for --measure (a subset drawn with --seed).")
+@click.option("--seed", default=0, help="Seed of the --measure subset and random starts.")
+@preset_option
+@out_option
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+@click.option("--data-dir", help="Dataset folder (default: the one the run was trained with).")
+def export(run: str, epoch: str, preset: str, out: Path, **kw) -> None:
+    """Write RUN's weights as a plain state_dict (.pt) with a JSON card others can load.
+
+    The .pt loads with torch.load(weights_only=True) into the model the card's `build` lines
+    make; the card (architecture, data, ε, method, measured accuracy, commit) is also a model
+    spec for `robdrop eval`, `gap` and `crossacc`.
+    """
+    from robdrop.analysis import export_run, resolve_run
+    from robdrop.training.runs import Run
+
+    with user_errors():
+        source = resolve_run(run, out, auto_preset(preset))
+        if not isinstance(source, Run):
+            raise ValueError(f"{run} is not a robdrop run; only runs can be exported")
+        chosen = int(epoch) if epoch.isdigit() else epoch
+        weights, card = export_run(source, chosen, **kw)
+    click.echo(f"written {weights}\nwritten {card}")
 
 
 @main.command()
@@ -444,7 +515,7 @@ def study_options(command: Callable) -> Callable:
         click.option(
             "--autoattack/--no-autoattack",
             default=True,
-            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs torchattacks).",
+            help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs pyautoattack).",
         ),
     ]
     for option in reversed(options):
@@ -466,10 +537,10 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         extra["sweep_methods"] = tuple(kw["sweep_methods"])
     n = kw["n"] if kw["n"] is not None else default_n(preset)
     autoattack = kw["autoattack"]
-    if autoattack and importlib.util.find_spec("torchattacks") is None:
+    if autoattack and importlib.util.find_spec("pyautoattack") is None:
         click.echo(
-            "AutoAttack column left empty: torchattacks is not installed "
-            "(pip install -e '.[compare]', kept apart as it pins an old requests)",
+            "AutoAttack column left empty: pyautoattack is not installed "
+            "(pip install -e '.[autoattack]')",
             err=True,
         )
         autoattack = False

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.analysis.stats import Z95, wilson_interval
-from robdrop.attacks import AutoAttack, make_attack
+from robdrop.attacks import ReferenceAutoAttack, make_attack
 from robdrop.cli import main
 from robdrop.study import TARGETS, Study
 from robdrop.study.study import COSTLY, collapse_epoch, lasting_collapse
@@ -157,10 +157,10 @@ def test_autoattack_column_is_evaluated_on_the_pgd20_images(
     checkpoint, images and seed. (AutoAttack itself is tested in test_autoattack.py; the real
     one would take ~100 s on these runs.) A copy keeps the fixture's cache clean; copytree
     keeps modification times, so the copy's cached evaluations stay valid."""
-    pytest.importorskip("torchattacks", reason="needs the compare extra")
+    pytest.importorskip("pyautoattack", reason="needs the autoattack extra")
     runs = shutil.copytree(study_dirs[0], tmp_path / "runs")
     pgd20 = make_attack("pgd20", 8 / 255)
-    monkeypatch.setattr(AutoAttack, "perturb", lambda self, *args: pgd20.perturb(*args))
+    monkeypatch.setattr(ReferenceAutoAttack, "perturb", lambda self, *args: pgd20.perturb(*args))
     table2 = TARGETS["table2"].frame(Study(runs, "mini", n=64))
     ours = table2[table2["source"] == "robdrop mini"]
     assert ours["pgd20"].notna().all()

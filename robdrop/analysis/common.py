@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from robdrop.analysis.foreign import ForeignModel, parse_foreign
 from robdrop.attacks.base import eval_locked
 from robdrop.data import Batch, ImageData
 from robdrop.methods import Method, parse_method
@@ -34,15 +35,21 @@ _DATA_FIELDS = (
     "eval_size",
     "workers",
 )
+# what an analysis looks at: a run robdrop trained, or a model it did not (analysis/foreign.py)
+Source = Run | ForeignModel
 
 
-def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) -> Run:
-    """A run folder, or the run of method `spec` trained with `preset` under `root`.
+def resolve_run(spec: str | Path | Source, root: str | Path, preset: str | None) -> Source:
+    """A run folder, the run of method `spec` trained with `preset` under `root`, or a foreign
+    model (`FACTORY=WEIGHTS` or an export card, its analyses cached under `root`).
 
     With several such runs, the one with the preset's default ε and seed is taken.
     """
-    if isinstance(spec, Run):
+    if isinstance(spec, Run | ForeignModel):
         return spec
+    foreign = parse_foreign(str(spec), root)
+    if foreign is not None:
+        return foreign
     if (Path(spec) / "run.json").is_file():
         return Run(spec)
     try:
@@ -67,7 +74,7 @@ def resolve_run(spec: str | Path | Run, root: str | Path, preset: str | None) ->
     return found[0]
 
 
-def run_data(run: Run, data_dir: str | Path | None = None) -> ImageData | FolderData:
+def run_data(run: Source, data_dir: str | Path | None = None) -> ImageData | FolderData:
     """The dataset `run` was trained on (from `data_dir` if given: a copy elsewhere)."""
     cfg = run.config
     if data_dir is not None:
@@ -94,7 +101,7 @@ def subset(
 
 
 def fixed_test_subset(
-    run: Run, n: int | None, seed: int, data_dir: str | Path | None = None
+    run: Source, n: int | None, seed: int, data_dir: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed test images an analysis of `run` uses (uint8, as stored)."""
     data = run_data(run, data_dir)
@@ -104,7 +111,7 @@ def fixed_test_subset(
 class Checkpoint:
     """One epoch of a run, read on first use, so a fully cached analysis never loads it."""
 
-    def __init__(self, run: Run, epoch: int, device: torch.device) -> None:
+    def __init__(self, run: Source, epoch: int, device: torch.device) -> None:
         self.run, self.epoch, self.device = run, epoch, device
 
     @property
@@ -112,11 +119,11 @@ class Checkpoint:
         return self.run.checkpoint_path(self.epoch)
 
     @cached_property
-    def loaded(self) -> tuple[Classifier, Method]:
+    def loaded(self) -> tuple[Classifier | torch.nn.Module, Method]:
         return self.run.load(self.epoch, self.device)
 
     @property
-    def model(self) -> Classifier:
+    def model(self) -> Classifier | torch.nn.Module:
         return self.loaded[0]
 
     @property

@@ -17,6 +17,7 @@ import torch
 from robdrop.analysis.cache import cached
 from robdrop.analysis.common import (
     Checkpoint,
+    Source,
     fixed_test_subset,
     own_perturbation,
     progress,
@@ -26,7 +27,6 @@ from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import losses_and_accuracies
 from robdrop.training.factories import resolve_device
-from robdrop.training.runs import Run
 
 OWN = "own"
 Generator = Callable[[Checkpoint, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,10 +90,10 @@ def _random_row(
 
 
 def cross_accuracy(
-    model_run: Run,
+    model_run: Source,
     model_epoch: int | str,
     *,
-    source_run: Run,
+    source_run: Source,
     perturb: str = "fgsm",
     epochs: Epochs = "all",
     n: int | None = 1000,

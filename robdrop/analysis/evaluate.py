@@ -15,15 +15,16 @@ import pandas as pd
 import torch
 
 from robdrop.analysis.cache import cached
-from robdrop.analysis.common import Checkpoint, progress, run_data, subset
+from robdrop.analysis.common import Checkpoint, Source, progress, run_data, subset
 from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.training.best import best_epoch
 from robdrop.training.factories import resolve_device
-from robdrop.training.runs import Run
 
 BEST_BY = "pgd20"  # the attack whose validation accuracy picks the best epoch
+# a spec ending so judges the model in train mode (BatchNorm on batch statistics): clean@train
+TRAIN_MODE = "@train"
 
 Epochs = str | int | Sequence[int]
 # the held-out part of the training set, or the test set
@@ -33,7 +34,10 @@ Split = Literal["val", "test"]
 def _accuracy(
     ckpt: Checkpoint, spec: str, attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int
 ) -> pd.DataFrame:
-    """One row: the checkpoint's accuracy under `attack` on (x, y), randomness fixed by `seed`."""
+    """One row: the checkpoint's accuracy under `attack` on (x, y), randomness fixed by `seed`,
+    with what the attack's own checks flagged (AutoAttack's) when it makes any."""
+    attack.take_flags()  # only this checkpoint's
+    train_mode = spec.endswith(TRAIN_MODE)
     with seeded(seed, ckpt.device):
         acc = accuracy_under(
             ckpt.model,
@@ -42,14 +46,16 @@ def _accuracy(
             y,
             batch_size=ckpt.run.config.eval_batch_size,
             device=ckpt.device,
+            mode="train" if train_mode else "eval",
         )
-    return pd.DataFrame(
-        [{"epoch": ckpt.epoch, "attack": spec, "accuracy": acc, "description": attack.describe()}]
-    )
+    description = attack.describe() + (", judged in train mode" if train_mode else "")
+    row = {"epoch": ckpt.epoch, "attack": spec, "accuracy": acc, "description": description}
+    flags = attack.take_flags()
+    return pd.DataFrame([row if flags is None else {**row, "flags": flags}])
 
 
 def accuracy_table(
-    run: Run,
+    run: Source,
     split: Split,
     attacks: Sequence[str],
     epochs: Sequence[int],
@@ -69,7 +75,7 @@ def accuracy_table(
     eps255 = run.config.eps255 if eps255 is None else eps255
     built = {
         spec.strip().lower(): make_attack(
-            spec,
+            spec.strip().lower().removesuffix(TRAIN_MODE),
             eps255 / 255,
             restarts=restarts,
             sigma=None if sigma255 is None else sigma255 / 255,
@@ -86,7 +92,7 @@ def accuracy_table(
             params = {
                 "split": split,
                 "epoch": epoch,
-                "attack": attack.describe(),
+                "attack": attack.describe() + (TRAIN_MODE if spec.endswith(TRAIN_MODE) else ""),
                 "n": n,
                 "seed": seed,
             }
@@ -97,7 +103,7 @@ def accuracy_table(
 
 
 def val_best_epoch(
-    run: Run,
+    run: Source,
     *,
     attack: str = BEST_BY,
     seed: int = 0,
@@ -117,7 +123,7 @@ def val_best_epoch(
     return best_epoch(table.set_index("epoch")["accuracy"])
 
 
-def require_epochs(run: Run) -> list[int]:
+def require_epochs(run: Source) -> list[int]:
     """The run's saved epochs; a run without any is an error."""
     epochs = run.epochs()
     if not epochs:
@@ -126,7 +132,7 @@ def require_epochs(run: Run) -> list[int]:
 
 
 def resolve_epochs(
-    run: Run,
+    run: Source,
     epochs: Epochs,
     *,
     seed: int = 0,
@@ -163,7 +169,7 @@ def resolve_epochs(
 
 
 def evaluate_run(
-    run: Run,
+    run: Source,
     attacks: Sequence[str] = ("pgd20",),
     epochs: Epochs = "all",
     *,
@@ -199,4 +205,6 @@ def evaluate_run(
     seconds = metrics.set_index("epoch")["seconds"] if "seconds" in metrics else pd.Series()
     table = table.assign(run=run.name, seconds=table["epoch"].map(seconds))
     columns = ["run", "epoch", "attack", "accuracy", "n", "seed", "eps", "description", "seconds"]
-    return table[columns]
+    # AutoAttack's own flags, where it ran ('none' when its checks raised nothing)
+    flagged = "flags" in table and table["flags"].notna().any()
+    return table[[*columns, "flags"]] if flagged else table[columns]

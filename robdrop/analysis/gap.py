@@ -19,6 +19,7 @@ import torch
 from robdrop.analysis.cache import cached
 from robdrop.analysis.common import (
     Checkpoint,
+    Source,
     fixed_test_subset,
     own_perturbation,
     progress,
@@ -28,7 +29,6 @@ from robdrop.attacks import Attack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import losses_and_accuracies
 from robdrop.training.factories import resolve_device
-from robdrop.training.runs import Run
 
 
 def _gap(
@@ -51,7 +51,7 @@ def _gap(
 
 
 def strength_gap(
-    run: Run,
+    run: Source,
     to: str = "pgd10",
     *,
     n: int | None = 1000,

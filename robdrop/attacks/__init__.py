@@ -1,8 +1,10 @@
 """Perturbation generators by short spec; one registry for training, evaluation and analysis.
 
-Specs: clean, fgsm, ffgsm (F+FGSM), pgd<N>, cw<N>, random, gauss, autoattack (torchattacks'
-standard AutoAttack; evaluation only, needs the `compare` extra). Budgets are floats in image
-units here (`eps=8/255`); `--to pgd10` in an analysis means exactly the PGD-10 used to train.
+Specs: clean, fgsm, ffgsm (F+FGSM), pgd<N>, cw<N>, random, gauss, and for evaluation only
+autoattack (the authors' standard AutoAttack, the `autoattack` extra), autoattack-apgd (its
+APGD-CE and APGD-T only) and autoattack-ta (torchattacks' 10-iteration variant, the `compare`
+extra). Budgets are floats in image units here (`eps=8/255`); `--to pgd10` in an analysis means
+exactly the PGD-10 used to train.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from robdrop.attacks.autoattack import AutoAttack, MissingExtra
+from robdrop.attacks.autoattack import (
+    AutoAttackBase,
+    MissingExtra,
+    ReferenceAutoAttack,
+    TorchattacksAutoAttack,
+)
 from robdrop.attacks.base import (
     Attack,
     AttackMode,
@@ -56,7 +63,12 @@ ATTACKS: dict[str, tuple[Builder, bool]] = {
     "cw": (_pgd("cw"), True),
     "random": (lambda eps, n, s: UniformNoise(eps, mode=s.mode, amp=s.amp), False),
     "gauss": (lambda eps, n, s: GaussianNoise(eps, sigma=s.sigma, mode=s.mode, amp=s.amp), False),
-    "autoattack": (lambda eps, n, s: AutoAttack(eps, mode=s.mode, amp=s.amp), False),
+    "autoattack": (lambda eps, n, s: ReferenceAutoAttack(eps, mode=s.mode, amp=s.amp), False),
+    "autoattack-apgd": (
+        lambda eps, n, s: ReferenceAutoAttack(eps, version="apgd", mode=s.mode, amp=s.amp),
+        False,
+    ),
+    "autoattack-ta": (lambda eps, n, s: TorchattacksAutoAttack(eps, mode=s.mode, amp=s.amp), False),
 }
 ALIASES = {"f+fgsm": "ffgsm"}
 SPEC_HELP = ", ".join(f"{k}<N>" if numbered else k for k, (_, numbered) in ATTACKS.items())
@@ -95,10 +107,12 @@ __all__ = [
     "SPEC_HELP",
     "Attack",
     "AttackMode",
-    "AutoAttack",
+    "AutoAttackBase",
     "Clean",
     "GaussianNoise",
     "MissingExtra",
+    "ReferenceAutoAttack",
+    "TorchattacksAutoAttack",
     "UniformNoise",
     "clip_delta",
     "input_gradient",

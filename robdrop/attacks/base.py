@@ -138,6 +138,11 @@ class Attack:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def take_flags(self) -> str | None:
+        """What the attack's own checks flagged since the last call ('none': nothing; None: it
+        makes no checks), e.g. AutoAttack's randomness check; taking them clears them."""
+        return None
+
     def describe(self) -> str:
         """One line of what this attack is, for logs and table captions."""
         return f"{type(self).__name__}(eps={self.eps * 255:.4g}/255)"

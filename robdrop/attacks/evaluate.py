@@ -3,13 +3,14 @@ its monitor and the analyses)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robdrop.attacks.base import Attack, model_mode
+from robdrop.attacks.base import Attack, AttackMode, model_mode
 from robdrop.data import iterate_eval
 
 Generator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> δ
@@ -49,11 +50,18 @@ def accuracy_under(
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    mode: AttackMode = "eval",
 ) -> float:
-    """Fraction of uint8 images `x` still classified correctly after `attack`, in eval mode."""
+    """Fraction of uint8 images `x` still classified correctly after `attack`, in eval mode.
+
+    `mode` 'train' judges with BatchNorm on each batch's statistics instead (a sanity check of
+    the running statistics), on a copy, so the model's own statistics are left as they were.
+    """
     if len(y) == 0:
         return float("nan")
-    with model_mode(model, "eval"):
+    if mode == "train":
+        model = copy.deepcopy(model)
+    with model_mode(model, mode):
         generators = {"attack": lambda xb, yb: attack(model, xb, yb)}
         results = losses_and_accuracies(
             model, generators, x, y, batch_size=batch_size, device=device

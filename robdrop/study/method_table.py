@@ -5,24 +5,37 @@ do not exist here (Tables 3–5 in a CIFAR-10 study) holds the paper's rows only
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from robdrop.analysis.sanity import OK, SANITY_ATTACKS, sanity_table
 from robdrop.analysis.stats import wilson_interval
 from robdrop.study.paper_values import paper_table
-from robdrop.study.study import LATER_METHODS, TABLE_PRESET, RunSpec, Study, lasting_collapse
+from robdrop.study.study import (
+    AUTOATTACK_DEFAULT,
+    LATER_METHODS,
+    TABLE_PRESET,
+    RunSpec,
+    Study,
+    lasting_collapse,
+)
+from robdrop.study.tables import write_table
 from robdrop.study.target import PaperTable
 from robdrop.training.runs import Run
 
 ATTACKS = ("clean", "pgd20", "cw20", "gauss")
 AUTOATTACK = "autoattack"
+SANITY = "sanity"  # the column of the evaluation sanity checks (Tables 2–4)
+SUBSET_NOTE = "the authors' APGD-CE and APGD-T only, 100 iterations each"
 
 
 class MethodTable(PaperTable):
     """Subclasses name the methods, the attacks and whether the table has AutoAttack's column
-    (empty for the paper's rows, which report none, and for ours with `autoattack` off)."""
+    (empty for the paper's rows, which report none, and for ours with `autoattack` off); a table
+    with that column also checks each of our rows (`analysis/sanity.py`, the `sanity` column)."""
 
     methods: ClassVar[tuple[str, ...]]
     attacks: ClassVar[tuple[str, ...]] = ATTACKS
@@ -45,15 +58,28 @@ class MethodTable(PaperTable):
         """Trained only where this study's preset fills the table."""
         return self.specs(study) if self.name in study.paper_scale_tables else []
 
+    def table_caption(self, study: Study) -> str:
+        """The caption, naming our rows' AutoAttack where it is a subset (on `mini`)."""
+        if self.has_autoattack and study.autoattack and study.autoattack_spec != AUTOATTACK_DEFAULT:
+            return f"{self.caption} (AutoAttack: {study.autoattack_spec}, {SUBSET_NOTE})"
+        return self.caption
+
+    def write(self, study: Study, out: Path) -> list[Path]:
+        frame = self.frame(study)
+        return write_table(frame, out, self.name, self.table_caption(study), self.row_names)
+
     def evaluated_attacks(self, study: Study) -> tuple[str, ...]:
-        with_aa = self.has_autoattack and study.autoattack
-        return (*self.attacks, AUTOATTACK) if with_aa else self.attacks
+        """The table's attacks, the study's AutoAttack and what the sanity checks need."""
+        if not self.has_autoattack:
+            return self.attacks
+        with_aa = (study.autoattack_spec,) if study.autoattack else ()
+        return (*self.attacks, *with_aa, *SANITY_ATTACKS)
 
     def frame(self, study: Study) -> pd.DataFrame:
         """Our rows (last epoch, over seeds) and the paper's, with a `source` column."""
         paper = paper_table(self.name)
         if self.has_autoattack:
-            paper = paper.assign(**{AUTOATTACK: np.nan})
+            paper = paper.assign(**{AUTOATTACK: np.nan, SANITY: np.nan})
         try:
             runs = [(spec, study.open(spec)) for spec in self.specs(study)]
         except ValueError:
@@ -61,7 +87,8 @@ class MethodTable(PaperTable):
                 raise
             return paper
         seeds = pd.DataFrame([self.seed_row(study, spec, run) for spec, run in runs])
-        ours = aggregate(seeds, self.evaluated_attacks(study))
+        rename = {study.autoattack_spec: AUTOATTACK}
+        ours = aggregate(seeds, [rename.get(a, a) for a in self.evaluated_attacks(study)])
         ours = ours.assign(source=f"robdrop {runs[0][0].config.preset}")
         return pd.concat([ours, paper], ignore_index=True)
 
@@ -70,7 +97,8 @@ class MethodTable(PaperTable):
         check (no extra evaluation) and the number of test images."""
         attacks = self.evaluated_attacks(study)
         table = study.evaluate(run, attacks, "last")
-        acc = table.set_index("attack")["accuracy"]
+        # the study's AutoAttack (a subset of it on mini) fills the AutoAttack column
+        acc = table.set_index("attack")["accuracy"].rename({study.autoattack_spec: AUTOATTACK})
         metrics = run.metrics()
         seconds = metrics["seconds"]
         timing = (
@@ -78,7 +106,7 @@ class MethodTable(PaperTable):
         )
         quick = metrics.set_index("epoch").get(f"test_{run.config.eval_attack}_acc")
         collapse = lasting_collapse(quick) if quick is not None else None
-        return {
+        row = {
             "method": spec.config.method_key,
             "train_seed": spec.config.seed,
             **acc.to_dict(),
@@ -86,23 +114,27 @@ class MethodTable(PaperTable):
             "collapse_epoch": collapse,
             "n": int(table["n"].iloc[0]),
         }
+        if self.has_autoattack:
+            row[SANITY] = sanity_table(table)["sanity"].item()
+        return row
 
 
-def aggregate(seeds: pd.DataFrame, attacks: tuple[str, ...]) -> pd.DataFrame:
+def aggregate(seeds: pd.DataFrame, accuracies: list[str]) -> pd.DataFrame:
     """One row per method from its seeds' rows: each accuracy's mean over seeds (%), its
     standard deviation over seeds and the 95 % Wilson interval of the mean over the test images,
-    the mean time, and in how many seeds it collapsed for good (with the epochs)."""
+    the mean time, in how many seeds it collapsed for good (with the epochs), and the sanity
+    flags of the seeds that raised any."""
     rows = []
     for method, group in seeds.groupby("method", sort=False):
         row: dict[str, Any] = {"method": method, "seeds": len(group)}
-        for attack in attacks:
-            mean = group[attack].mean()
+        for column in accuracies:
+            mean = group[column].mean()
             low, high = wilson_interval(mean, int(group["n"].iloc[0]))
             row |= {
-                attack: 100 * mean,
-                f"{attack}_std": 100 * group[attack].std() if len(group) > 1 else np.nan,
-                f"{attack}_low": 100 * low,
-                f"{attack}_high": 100 * high,
+                column: 100 * mean,
+                f"{column}_std": 100 * group[column].std() if len(group) > 1 else np.nan,
+                f"{column}_low": 100 * low,
+                f"{column}_high": 100 * high,
             }
         for timing in ("seconds", "hours"):
             if timing in group:
@@ -111,5 +143,14 @@ def aggregate(seeds: pd.DataFrame, attacks: tuple[str, ...]) -> pd.DataFrame:
         row["collapse"] = f"{len(epochs)}/{len(group)}" + (
             f" (epoch {', '.join(map(str, epochs))})" if epochs else ""
         )
+        if SANITY in group:
+            flagged = group[group[SANITY] != OK]
+            row[SANITY] = (
+                "; ".join(
+                    f"seed {seed}: {text}"
+                    for seed, text in zip(flagged["train_seed"], flagged[SANITY], strict=True)
+                )
+                or OK
+            )
         rows.append(row)
     return pd.DataFrame(rows)

@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from robdrop.analysis.sanity import AA_DISAGREEMENT, MODE_DIFFERENCE, OK
+from robdrop.study.method_table import SANITY, MethodTable
+from robdrop.study.paper_values import display_name
 from robdrop.study.registry import CORE, TARGETS
 from robdrop.study.study import COSTLY, Study
 from robdrop.study.tables import presentable
@@ -92,8 +95,41 @@ def summary(
     ]
     if study.draws_figures:
         lines += ["## The paper's claims at this scale", "", claims(study).to_markdown(index=False)]
-    for name in study.paper_scale_tables:
+    frames = {name: TARGETS[name].frame(study) for name in study.paper_scale_tables}
+    for name, frame in frames.items():
         table = TARGETS[name]
         lines += ["", f"## {name.replace('table', 'Table ')}", ""]
-        lines.append(presentable(table.frame(study), table.row_names).to_markdown(index=False))
+        if isinstance(table, MethodTable) and table.table_caption(study) != table.caption:
+            lines += [table.table_caption(study), ""]
+        lines.append(presentable(frame, table.row_names).to_markdown(index=False))
+    lines += sanity_section(frames)
     return "\n".join(lines) + "\n"
+
+
+def sanity_section(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """Markdown lines: per table with a sanity column, our rows whose evaluation looks wrong."""
+    checked = {name: f for name, f in frames.items() if SANITY in f and f[SANITY].notna().any()}
+    if not checked:
+        return []
+    lines = [
+        "",
+        "## Evaluation sanity",
+        "",
+        f"Each of our rows is checked for PGD-20 and AutoAttack differing by more than "
+        f"{AA_DISAGREEMENT:g} points, accuracy under random noise below PGD-20's (a broken "
+        f"attack), clean accuracy in train and eval mode differing by more than "
+        f"{MODE_DIFFERENCE:g} points, and AutoAttack's own flags.",
+        "",
+    ]
+    for name, frame in checked.items():
+        ours = frame[frame[SANITY].notna()]
+        flagged = ours[ours[SANITY] != OK]
+        title = name.replace("table", "Table ")
+        if "autoattack" not in ours or ours["autoattack"].isna().all():
+            title += " (AutoAttack not evaluated: its checks skipped)"
+        if flagged.empty:
+            lines.append(f"- {title}: all {len(ours)} rows pass.")
+            continue
+        lines.append(f"- {title}: {len(flagged)} of {len(ours)} rows flagged:")
+        lines += [f"  - {display_name(r.method)}: {r.sanity}" for r in flagged.itertuples()]
+    return lines

@@ -22,6 +22,7 @@ HEADERS = {
     "hours": "time (h)",
     "seeds": "seeds",
     "collapse": "collapse for good (seeds; quick check)",
+    "sanity": "evaluation sanity",
 }
 ACCURACIES = ("clean", "pgd20", "pgd10", "cw20", "autoattack", "gauss")
 

@@ -1,0 +1,162 @@
+"""The evaluation sanity report: each check fires exactly past its threshold, a model whose
+BatchNorm statistics are off is caught by judging it in train mode (which leaves them as they
+were), and the flags reach Tables 2–4 and summary.md."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robdrop.analysis.sanity import OK, sanity, sanity_flags, sanity_table
+from robdrop.attacks import make_attack
+from robdrop.attacks.evaluate import accuracy_under
+from robdrop.cli import main
+from robdrop.data import ImageData
+from robdrop.models import build_model
+from robdrop.study import TARGETS, Study
+from robdrop.study.method_table import SANITY
+from robdrop.study.report import sanity_section
+
+from .conftest import fit_a_little
+
+SOUND = {"clean": 80.0, "pgd20": 40.0, "autoattack": 37.0, "random": 75.0, "clean@train": 78.0}
+
+
+def test_a_sound_evaluation_passes_and_missing_numbers_skip_their_check():
+    assert sanity(SOUND) == OK
+    assert sanity({}) == OK
+    assert sanity(SOUND, "none") == OK
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"autoattack": 34.9}, "PGD-20 40.0 % vs AutoAttack 34.9 %"),  # PGD-20 overstates
+        ({"autoattack": 45.1}, "PGD-20 40.0 % vs AutoAttack 45.1 %"),  # AutoAttack misbehaved
+        ({"random": 39.0}, "random noise 39.0 % < PGD-20 40.0 %: broken attack"),
+        ({"clean@train": 69.9}, "clean 80.0 % in eval mode vs 69.9 % in train mode"),
+    ],
+)
+def test_each_check_fires_past_its_threshold(change, words):
+    flags = sanity_flags({**SOUND, **change})
+    assert len(flags) == 1 and flags[0].startswith(words)
+    # at the threshold itself nothing fires
+    key = next(iter(change))
+    edge = {"autoattack": 35.0 if change[key] < 40 else 45.0, "random": 40.0, "clean@train": 70.0}
+    assert sanity({**SOUND, key: edge[key]}) == OK
+
+
+def test_autoattacks_own_flags_are_reported():
+    assert sanity(SOUND, "it seems to be a randomized defense!") == (
+        "AutoAttack: it seems to be a randomized defense!"
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(cifar: ImageData) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return fit_a_little(build_model("prn18", 10, cifar.mean, cifar.std, width=4), cifar)
+
+
+def broken_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose BatchNorm running means no longer describe the model."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean += 3.0
+    return model
+
+
+def test_train_mode_catches_broken_running_statistics_and_leaves_them(trained, cifar):
+    x, y = cifar.test_x[:256], cifar.test_y[:256]
+    clean = make_attack("clean", 8 / 255)
+    trained = broken_statistics(trained)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    broken = {
+        "clean": 100 * accuracy_under(trained, clean, x, y),
+        "clean@train": 100 * accuracy_under(trained, clean, x, y, mode="train"),
+    }
+    assert all(torch.equal(v, state[k]) for k, v in trained.state_dict().items())
+    assert not trained.training
+    assert "in train mode" in sanity(broken), broken
+
+
+def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
+    """Table 2's rows from evaluations whose numbers are set here; summary.md lists the flags."""
+    study = Study(tmp_path, "mini", n=32)
+    table2 = TARGETS["table2"]
+    accuracies = {**SOUND, "cw20": 38.0, "gauss": 70.0, "autoattack-apgd": 30.0}
+
+    def evaluate(self, run, attacks, epochs="all", eps255=None):
+        assert set(attacks) == {*table2.attacks, "autoattack-apgd", "random", "clean@train"}
+        rows = [
+            {"run": "r", "attack": a, "accuracy": accuracies[a] / 100, "epoch": 1} for a in attacks
+        ]
+        frame = pd.DataFrame(rows)
+        return frame.assign(
+            flags=["zero gradients" if a.startswith("auto") else None for a in attacks]
+        )
+
+    class FakeRun:
+        """What a table row reads of a run besides its evaluations."""
+
+        config = SimpleNamespace(eval_attack="pgd10")
+
+        def metrics(self) -> pd.DataFrame:
+            return pd.DataFrame({"epoch": [1], "seconds": [1.0], "test_pgd10_acc": [0.3]})
+
+    monkeypatch.setattr(Study, "evaluate", evaluate)
+    row = table2.row(study, study.spec("fgsm"), FakeRun())
+    assert row["autoattack"] == 30.0  # the subset fills the AutoAttack column
+    assert (
+        row[SANITY] == "PGD-20 40.0 % vs AutoAttack 30.0 %: > 5 points; AutoAttack: zero gradients"
+    )
+    paper = table2.frame(Study(tmp_path / "none", "paper-cifar10-wrn34"))
+    frames = {"table2": pd.concat([pd.DataFrame([row]), paper], ignore_index=True)}
+    lines = sanity_section(frames)
+    assert lines[1] == "## Evaluation sanity"
+    assert "- Table 2: 1 of 1 rows flagged:" in lines
+    assert f"  - FGSM: {row[SANITY]}" in lines
+    sound = {"table2": frames["table2"].assign(**{SANITY: [OK] + [None] * len(paper)})}
+    assert "- Table 2: all 1 rows pass." in sanity_section(sound)
+    without_aa = {"table2": sound["table2"].assign(autoattack=float("nan"))}
+    assert (
+        "- Table 2 (AutoAttack not evaluated: its checks skipped): all 1 rows pass."
+        in sanity_section(without_aa)
+    )
+
+
+def test_sanity_table_gives_one_verdict_per_epoch():
+    rows = [
+        ("r", 1, "clean", 0.8, None),
+        ("r", 1, "pgd20", 0.4, None),
+        ("r", 1, "autoattack-apgd", 0.3, "none"),
+        ("r", 2, "clean", 0.8, None),
+        ("r", 2, "pgd20", 0.4, None),
+        ("r", 2, "random", 0.7, None),
+    ]
+    table = pd.DataFrame(rows, columns=["run", "epoch", "attack", "accuracy", "flags"])
+    verdicts = sanity_table(table).set_index("epoch")["sanity"]
+    assert verdicts[1] == "PGD-20 40.0 % vs AutoAttack 30.0 %: > 5 points"
+    assert verdicts[2] == OK
+
+
+def test_eval_sanity_flags_a_model_with_broken_statistics(trained, data_dir, tmp_path):
+    """`robdrop eval --sanity` on a model from elsewhere (the factory of test_export_foreign)."""
+    weights = tmp_path / "broken.pt"
+    torch.save(broken_statistics(trained).state_dict(), weights)
+    args = ["eval", f"tests.test_export_foreign:colleague_model={weights}", "--sanity", "--n",
+            "128", "--out", str(tmp_path), "--data-dir", str(data_dir)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("sanity, ")]
+    assert line.startswith("sanity, broken epoch 0: clean ")
+    assert line.endswith("in train mode")
+    for attack in ("clean", "pgd20", "random", "clean@train"):
+        assert f" {attack} " in result.output
