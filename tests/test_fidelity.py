@@ -76,6 +76,7 @@ def test_momentum_cycles_against_the_learning_rate_as_cycliclr() -> None:
     assert cyclic_momentum(0.2, 0.2, 0.9, 0.8) == pytest.approx(0.8)
     assert cyclic_momentum(0.1, 0.2, 0.9, 0.8) == pytest.approx(0.85)
     assert cyclic_momentum(0.1, 0.2, 0.9, None) == 0.9
+    assert cyclic_momentum(0.0, 0.0, 0.9, 0.8) == 0.9  # a schedule held at LR 0 (no division)
 
 
 def test_a_run_records_its_recipe_and_trains_with_the_cycled_momentum(data_dir, tmp_path) -> None:

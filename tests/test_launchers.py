@@ -96,7 +96,7 @@ def saved(root: Path) -> dict[str, object]:
     """Every run's checkpoints (hashes of all their tensors), metrics and cached analyses,
     without the wall times."""
     found: dict[str, object] = {}
-    for run in sorted(p for p in (root / "runs").iterdir() if not p.name.startswith(".")):
+    for run in sorted(p for p in (root / "runs").glob("[!.]*/")):  # run folders, not study.json
         for path in sorted(run.glob("*.pt")):
             found[f"{run.name}/{path.name}"] = _hash_tensors(torch.load(path, weights_only=True))
         for path in [run / "metrics.csv", *sorted(run.glob("analysis/*/*.csv"))]:

@@ -13,7 +13,8 @@ def cyclic_lr(progress: float, lr_max: float, peak: float = 0.5) -> float:
 
 def cyclic_momentum(lr: float, lr_max: float, momentum: float, at_peak: float | None) -> float:
     """Momentum moving against the learning rate, `momentum` at LR 0 and `at_peak` at lr_max
-    (torch's CyclicLR with cycle_momentum); constant when `at_peak` is None."""
-    if at_peak is None:
+    (torch's CyclicLR with cycle_momentum); constant when `at_peak` is None or the schedule's
+    peak is 0 (a learning rate held at 0 never moves the momentum off its LR-0 value)."""
+    if at_peak is None or lr_max == 0:
         return momentum
     return momentum - (momentum - at_peak) * lr / lr_max
