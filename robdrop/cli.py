@@ -130,11 +130,18 @@ out_option = click.option(
 )
 @click.option(
     "--monitor",
-    help="Underfitting monitor's probe attack (e.g. pgd10), auto (default: pgd10 for single-step "
-    "methods with --val-size) or none.",
+    help="Underfitting monitor's signals, comma-separated: gap, align, elle, distortion (an attack "
+    "such as pgd10 is the gap signal with that probe attack); auto (default: gap with pgd10 for "
+    "single-step methods with --val-size), none or off.",
 )
 @click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
-@click.option("--monitor-rule", "monitor_rule", multiple=True, help="Monitor threshold key=value.")
+@click.option(
+    "--monitor-rule",
+    "monitor_rule",
+    multiple=True,
+    help="The monitor's rule by name (underfit, align, elle, distortion) and its thresholds as "
+    "key=value (repeatable).",
+)
 @click.option(
     "--on-underfit",
     type=click.Choice(REACTIONS),
@@ -156,7 +163,14 @@ out_option = click.option(
     "options above).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, **kw) -> None:
+def train(
+    preset: str,
+    out: Path,
+    name: str | None,
+    resume: bool,
+    quiet: bool,
+    **kw,
+) -> None:
     """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt.
 
     Under `torchrun --nproc_per_node=N -m robdrop train …` it trains with
@@ -168,7 +182,8 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     from robdrop.training.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
-    kw["monitor_rule"] = parse_options(kw.pop("monitor_rule")) or None
+    rule = tuple(p if "=" in p else f"rule={p}" for p in kw.pop("monitor_rule"))  # a bare name
+    kw["monitor_rule"] = parse_options(rule) or None
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None

@@ -279,6 +279,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "processes": self.process.world,
             "command": " ".join(sys.argv),
+            "monitor": self.cfg.monitor_record(),  # the signals that run, and the rule
         }
         return Run.create(self.path, self.cfg, data_facts(self.data), extra)
 
