@@ -156,6 +156,12 @@ out_option = click.option(
     "is none: the same command serves the first launch and every requeue.",
 )
 @click.option(
+    "--ignore-stop",
+    is_flag=True,
+    help="With --resume: continue a run the monitor stopped (--on-underfit stop); from then on "
+    "its flag keeps best.pt but no longer stops the run.",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
@@ -168,6 +174,7 @@ def train(
     out: Path,
     name: str | None,
     resume: bool,
+    ignore_stop: bool,
     quiet: bool,
     **kw,
 ) -> None:
@@ -192,7 +199,9 @@ def train(
     kw.update(settings)
     with user_errors():
         cfg = make_config(auto_preset(preset), options=options or None, **kw)
-        trainer = Trainer(cfg, out, name=name, resume=resume, progress=not quiet)
+        trainer = Trainer(
+            cfg, out, name=name, resume=resume, ignore_stop=ignore_stop, progress=not quiet
+        )
         run = trainer.fit()
     distributed.stop()
     if trainer.process.main:

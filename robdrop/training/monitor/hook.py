@@ -1,7 +1,7 @@
 """The underfitting monitor as an epoch hook: it measures its signals, applies the rule, and
 reacts to a flag as `on_underfit` says: `warn` logs it, `best` keeps the epoch most robust on the
 gap signal's probe as best.pt and goes on, `stop` does that and ends the run (run.json records
-why)."""
+why; `--resume --ignore-stop` continues it, and from then on the flag no longer stops it)."""
 
 from __future__ import annotations
 
