@@ -183,6 +183,17 @@ def test_distortion_counts_images_right_under_fgsm_but_wrong_on_the_way(cifar) -
     assert signal.values(Distorted(clean, y, 2 * EPS, 3 * EPS), cpu)["fraction"] == 0.0
 
 
+def test_signal_options_are_checked(cifar) -> None:
+    x, y = probe(cifar)
+    assert LocalLinearity(EPS, x, y, draws=2).options["draws"] == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        BoundaryDistortion(EPS, x, y, steps=0)
+    with pytest.raises(ValueError, match="no option"):
+        GradientAlignment(EPS, x, y, draws=2)
+    with pytest.raises(ValueError, match="--val-size"):
+        LocalLinearity(EPS, x[:0], y[:0])
+
+
 def rows(column: str, values: list[float]) -> list[dict[str, float]]:
     return [{"epoch": e, column: v} for e, v in enumerate(values, start=1)]
 

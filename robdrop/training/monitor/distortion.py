@@ -13,6 +13,8 @@ ones on the way to it, the signature Kim et al. found at catastrophic overfittin
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -24,21 +26,7 @@ class BoundaryDistortion(Signal):
     """Fraction of probe images right at x + ε·sign(∇) but wrong at some x + t·ε·sign(∇), t < 1."""
 
     name = "distortion"
-
-    def __init__(
-        self,
-        eps: float,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        seed: int = 0,
-        batch_size: int = 256,
-        steps: int = 10,
-    ) -> None:
-        super().__init__(eps, x, y, seed=seed, batch_size=batch_size)
-        if steps < 1:
-            raise ValueError(f"the distortion grid needs at least one step, not {steps}")
-        self.steps = steps
+    defaults: ClassVar[dict[str, Any]] = {"steps": 10}
 
     def values(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """{'fraction': images with a distorted interval, 'fgsm_acc': accuracy at t = 1}."""
@@ -49,7 +37,7 @@ class BoundaryDistortion(Signal):
                 right = torch.stack(
                     [
                         model(x + clip_delta(t * direction, x, self.eps)).argmax(1) == y
-                        for t in torch.linspace(0, 1, self.steps + 1).tolist()
+                        for t in torch.linspace(0, 1, self.options["steps"] + 1).tolist()
                     ]
                 )
             wrong_before = (~right[:-1]).any(0)

@@ -13,12 +13,13 @@ an image, as everywhere in robdrop (a convex combination of images in the ball i
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robdrop.attacks import uniform_start
-from robdrop.attacks.base import LossFn
 from robdrop.training.monitor.signal import Signal
 
 
@@ -26,33 +27,18 @@ class LocalLinearity(Signal):
     """Mean |L(x_c) − α·L(x_a) − (1 − α)·L(x_b)|² over the probe and `draws` triplets each."""
 
     name = "elle"
-
-    def __init__(
-        self,
-        eps: float,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        seed: int = 0,
-        batch_size: int = 256,
-        draws: int = 4,
-        loss: LossFn = F.cross_entropy,
-    ) -> None:
-        super().__init__(eps, x, y, seed=seed, batch_size=batch_size)
-        if draws < 1:
-            raise ValueError(f"ELLE needs at least one draw, not {draws}")
-        self.draws, self.loss = draws, loss
+    defaults: ClassVar[dict[str, Any]] = {"draws": 4, "loss": F.cross_entropy}
 
     def values(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """{'error': the mean squared linear-interpolation error of the loss}."""
-        total = 0.0
+        total, draws, loss = 0.0, self.options["draws"], self.options["loss"]
         with torch.no_grad():
             for x, y in self.batches(device):
-                for _ in range(self.draws):
+                for _ in range(draws):
                     xa, xb = x + uniform_start(x, self.eps), x + uniform_start(x, self.eps)
                     alpha = torch.rand(len(y), 1, 1, 1, device=device)
                     xc = alpha * xa + (1 - alpha) * xb
-                    la, lb, lc = (self.loss(model(p), y, reduction="none") for p in (xa, xb, xc))
+                    la, lb, lc = (loss(model(p), y, reduction="none") for p in (xa, xb, xc))
                     a = alpha.flatten()
                     total += ((lc - (a * la + (1 - a) * lb)) ** 2).sum().item()
-        return {"error": total / (len(self.y) * self.draws)}
+        return {"error": total / (len(self.y) * draws)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,9 +20,11 @@ from robdrop.methods import Method
 
 
 class Signal:
-    """One monitor signal on the probe (x, y); subclasses implement `values`."""
+    """One monitor signal on the probe (x, y); subclasses implement `values` and may take
+    options (`defaults`, positive integers such as a number of draws, or a loss function)."""
 
     name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -32,11 +34,19 @@ class Signal:
         *,
         seed: int = 0,
         batch_size: int = 256,
+        **options: Any,
     ) -> None:
         if len(y) == 0:
             raise ValueError(
                 "the monitor needs held-out training images: train with --val-size N (N > 0)"
             )
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"the {self.name} signal has no option {', '.join(unknown)}")
+        self.options = {**self.defaults, **options}
+        for key, value in self.options.items():
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"the {self.name} signal's {key} must be at least 1, not {value}")
         self.eps, self.x, self.y, self.seed, self.batch_size = eps, x, y, seed, batch_size
 
     @classmethod
