@@ -53,6 +53,20 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
+def parse_rule(pairs: tuple[str, ...]) -> dict | None:
+    """`--monitor-rule` values: a bare name chooses the rule, key=value sets a threshold."""
+    return parse_options(tuple(p if "=" in p else f"rule={p}" for p in pairs)) or None
+
+
+monitor_rule_option = click.option(
+    "--monitor-rule",
+    "monitor_rule",
+    multiple=True,
+    help="The monitor's rule by name (underfit, align, elle, distortion) and its thresholds as "
+    "key=value (repeatable).",
+)
+
+
 class Failure(click.ClickException):
     """Exit 1 with one sentence (no traceback) for the errors a user can fix."""
 
@@ -135,13 +149,7 @@ out_option = click.option(
     "single-step methods with --val-size), none or off.",
 )
 @click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
-@click.option(
-    "--monitor-rule",
-    "monitor_rule",
-    multiple=True,
-    help="The monitor's rule by name (underfit, align, elle, distortion) and its thresholds as "
-    "key=value (repeatable).",
-)
+@monitor_rule_option
 @click.option(
     "--on-underfit",
     type=click.Choice(REACTIONS),
@@ -189,8 +197,7 @@ def train(
     from robdrop.training.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
-    rule = tuple(p if "=" in p else f"rule={p}" for p in kw.pop("monitor_rule"))  # a bare name
-    kw["monitor_rule"] = parse_options(rule) or None
+    kw["monitor_rule"] = parse_rule(kw.pop("monitor_rule"))
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
@@ -247,6 +254,29 @@ def methods() -> None:
             f"{key + ('<N>' if cls.number_name else ''):12s} {doc}"
             + (f"  [options: {opts}]" if opts else "")
         )
+
+
+@main.command("monitor-replay")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@monitor_rule_option
+@click.option(
+    "--out-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the table to this CSV file.",
+)
+def monitor_replay(
+    runs: tuple[Path, ...], monitor_rule: tuple[str, ...], out_csv: Path | None
+) -> None:
+    """Replay a monitor rule over run folders' metrics.csv, without training: per epoch the
+    monitor's columns and the rule's flag (default: the rule each run was trained with)."""
+    from robdrop.training.monitor.replay import replay_run
+
+    settings = parse_rule(monitor_rule)
+    with user_errors():
+        frames = [replay_run(path, settings) for path in runs]
+    named = [f.assign(run=Path(path).name) for f, path in zip(frames, runs, strict=True)]
+    frame = pd.concat(named, ignore_index=True)
+    show(frame[["run", *frame.columns.drop("run")]], out_csv)
 
 
 # -- analyses over per-epoch checkpoints (robdrop.analysis; see docs/analysis.md) -------------

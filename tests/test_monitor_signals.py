@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -263,3 +264,12 @@ def test_all_signals_in_one_run_and_any_rule_replayed_over_its_folder(data_dir, 
     underfit = replay_run(run, noise)
     assert underfit["flag"].tolist() == ["", "noise", "noise"]
     assert list(underfit["epoch"]) == [1, 2, 3] and "monitor_align_cos" in underfit
+    # and from the command line, into a CSV
+    pairs = [a for k, v in noise.items() for a in ("--monitor-rule", f"{k}={v}")]
+    csv = tmp_path / "replay.csv"
+    args = ["monitor-replay", str(run.path), *pairs, "--out-csv", str(csv)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(csv)["flag"].fillna("").tolist() == ["", "noise", "noise"]
+    bad = CliRunner().invoke(main, ["monitor-replay", str(run.path), "--monitor-rule", "nosuch"])
+    assert bad.exit_code == 1 and "unknown monitor rule" in bad.output
