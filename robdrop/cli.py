@@ -53,6 +53,20 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
+def parse_rule(pairs: tuple[str, ...]) -> dict | None:
+    """`--monitor-rule` values: a bare name chooses the rule, key=value sets a threshold."""
+    return parse_options(tuple(p if "=" in p else f"rule={p}" for p in pairs)) or None
+
+
+monitor_rule_option = click.option(
+    "--monitor-rule",
+    "monitor_rule",
+    multiple=True,
+    help="The monitor's rule by name (underfit, align, elle, distortion) and its thresholds as "
+    "key=value (repeatable).",
+)
+
+
 class Failure(click.ClickException):
     """Exit 1 with one sentence (no traceback) for the errors a user can fix."""
 
@@ -130,11 +144,12 @@ out_option = click.option(
 )
 @click.option(
     "--monitor",
-    help="Underfitting monitor's probe attack (e.g. pgd10), auto (default: pgd10 for single-step "
-    "methods with --val-size) or none.",
+    help="Underfitting monitor's signals, comma-separated: gap, align, elle, distortion (an attack "
+    "such as pgd10 is the gap signal with that probe attack); auto (default: gap with pgd10 for "
+    "single-step methods with --val-size), none or off.",
 )
 @click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
-@click.option("--monitor-rule", "monitor_rule", multiple=True, help="Monitor threshold key=value.")
+@monitor_rule_option
 @click.option(
     "--on-underfit",
     type=click.Choice(REACTIONS),
@@ -149,6 +164,12 @@ out_option = click.option(
     "is none: the same command serves the first launch and every requeue.",
 )
 @click.option(
+    "--ignore-stop",
+    is_flag=True,
+    help="With --resume: continue a run the monitor stopped (--on-underfit stop); from then on "
+    "its flag keeps best.pt but no longer stops the run.",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
@@ -156,7 +177,15 @@ out_option = click.option(
     "options above).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, **kw) -> None:
+def train(
+    preset: str,
+    out: Path,
+    name: str | None,
+    resume: bool,
+    ignore_stop: bool,
+    quiet: bool,
+    **kw,
+) -> None:
     """Train a method; writes checkpoints/<run>/ with run.json, metrics.csv and epoch-NNN.pt.
 
     Under `torchrun --nproc_per_node=N -m robdrop train …` it trains with
@@ -168,7 +197,7 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     from robdrop.training.trainer import Trainer
 
     options = parse_options(kw.pop("options"))
-    kw["monitor_rule"] = parse_options(kw.pop("monitor_rule")) or None
+    kw["monitor_rule"] = parse_rule(kw.pop("monitor_rule"))
     kw["download"] = False if kw.pop("no_download") else None
     kw["amp"] = False if kw.pop("no_amp") else None
     kw["save_every_epoch"] = kw.pop("save_every_epoch") or None
@@ -177,7 +206,9 @@ def train(preset: str, out: Path, name: str | None, resume: bool, quiet: bool, *
     kw.update(settings)
     with user_errors():
         cfg = make_config(auto_preset(preset), options=options or None, **kw)
-        trainer = Trainer(cfg, out, name=name, resume=resume, progress=not quiet)
+        trainer = Trainer(
+            cfg, out, name=name, resume=resume, ignore_stop=ignore_stop, progress=not quiet
+        )
         run = trainer.fit()
     distributed.stop()
     if trainer.process.main:
@@ -223,6 +254,29 @@ def methods() -> None:
             f"{key + ('<N>' if cls.number_name else ''):12s} {doc}"
             + (f"  [options: {opts}]" if opts else "")
         )
+
+
+@main.command("monitor-replay")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@monitor_rule_option
+@click.option(
+    "--out-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the table to this CSV file.",
+)
+def monitor_replay(
+    runs: tuple[Path, ...], monitor_rule: tuple[str, ...], out_csv: Path | None
+) -> None:
+    """Replay a monitor rule over run folders' metrics.csv, without training: per epoch the
+    monitor's columns and the rule's flag (default: the rule each run was trained with)."""
+    from robdrop.training.monitor.replay import replay_run
+
+    settings = parse_rule(monitor_rule)
+    with user_errors():
+        frames = [replay_run(path, settings) for path in runs]
+    named = [f.assign(run=Path(path).name) for f, path in zip(frames, runs, strict=True)]
+    frame = pd.concat(named, ignore_index=True)
+    show(frame[["run", *frame.columns.drop("run")]], out_csv)
 
 
 # -- analyses over per-epoch checkpoints (robdrop.analysis; see docs/analysis.md) -------------

@@ -61,6 +61,36 @@ def test_stop_ends_the_run_at_the_second_underfit_epoch_keeps_best_and_resume_do
     assert resumed.exit_code == 0 and Run(run.path).epochs() == [1, 2, 3]
 
 
+def test_ignore_stop_continues_a_stopped_run_as_if_the_flag_had_only_kept_best_pt(
+    data_dir, tmp_path
+) -> None:
+    always = ("--monitor-rule", "noise_margin=-1", "--epochs", "5", "--save-every-epoch")
+    stopped = train(data_dir, tmp_path / "stop", "fgsm", *always, "--on-underfit", "stop")
+    assert stopped.exit_code == 0, stopped.output
+    run = Run(tmp_path / "stop" / "mini-fgsm-eps8-seed0")
+    assert run.epochs() == [1, 2, 3] and run.info["stopped"]["epoch"] == 3
+    asked = (*always, "--on-underfit", "stop")
+    without_resume = train(data_dir, tmp_path / "stop", "fgsm", *asked, "--ignore-stop")
+    assert without_resume.exit_code == 1 and "--resume" in without_resume.output
+    resumed = train(data_dir, tmp_path / "stop", "fgsm", *asked, "--resume", "--ignore-stop")
+    assert resumed.exit_code == 0, resumed.output
+    run = Run(run.path)
+    assert run.epochs() == [1, 2, 3, 4, 5] and "stopped" not in run.info
+    assert run.info["stop_ignored"] == {"epoch": 3, "reason": "noise"}
+    again = train(data_dir, tmp_path / "stop", "fgsm", *asked, "--resume")  # complete: no-op
+    assert again.exit_code == 0 and Run(run.path).epochs() == [1, 2, 3, 4, 5]
+    assert run.metrics()["monitor_flag"].tolist()[3:] == ["noise", "noise"]  # not stopped
+    # the same weights, metrics and best.pt as a run whose flag never stopped it
+    kept = train(data_dir, tmp_path / "best", "fgsm", *always, "--on-underfit", "best")
+    assert kept.exit_code == 0, kept.output
+    other = Run(tmp_path / "best" / "mini-fgsm-eps8-seed0")
+    ours, theirs = run.load_checkpoint(5)["model"], other.load_checkpoint(5)["model"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    drop = [c for c in run.metrics() if "seconds" in c]
+    assert run.metrics().drop(columns=drop).equals(other.metrics().drop(columns=drop))
+    assert run.load_best()["epoch"] == other.load_best()["epoch"]
+
+
 def test_live_flags_equal_the_rule_replayed_over_the_recorded_columns(data_dir, tmp_path) -> None:
     rule = {"gap_factor": 0.5, "gap_min": -1, "acc_drop": 2, "noise_margin": -1, "warmup": 0}
     pairs = [arg for key, value in rule.items() for arg in ("--monitor-rule", f"{key}={value}")]

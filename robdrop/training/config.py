@@ -14,7 +14,8 @@ from robdrop.data import DATASETS
 from robdrop.methods import parse_method
 from robdrop.methods.base import UNIFORM
 from robdrop.models import ARCHITECTURES
-from robdrop.training.monitor.rule import UnderfitRule
+from robdrop.training.monitor.rule import Rule, make_rule
+from robdrop.training.monitor.signals import OFF, MonitorPlan, parse_monitor
 from robdrop.training.presets import PRESETS
 
 # whose optimizer a run uses (docs/design.md, "Optimizer recipes")
@@ -78,11 +79,14 @@ class TrainConfig:
     eval_attack: str = "pgd10"
     eval_batch_size: int = 256
     save_every_epoch: bool = False
-    # the underfitting monitor (robdrop/training/monitor/): a probe attack such as pgd10,
-    # "auto" (pgd10 for single-step methods when a validation split exists) or "none"
+    # the underfitting monitor (robdrop/training/monitor/): signals such as "gap,align,elle,
+    # distortion" (an attack such as pgd10 in the list is the gap signal's probe attack), "auto"
+    # (gap with pgd10 for single-step methods when a validation split exists), "none" or "off"
     monitor: str = "auto"
     monitor_size: int = 64  # held-out training images in the probe (64: < 10 % of an FGSM epoch)
-    monitor_rule: dict[str, float] = field(default_factory=dict)  # UnderfitRule thresholds
+    # the rule that turns the signals into a flag: {"rule": name, threshold: value, …}; without
+    # "rule", underfit when the gap signal is measured, else the first signal's own rule
+    monitor_rule: dict[str, Any] = field(default_factory=dict)
     on_underfit: Reaction = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
@@ -131,25 +135,42 @@ class TrainConfig:
                 raise ValueError("each resize phase is {'epoch': …, 'resize': …, 'crop': …}")
         if self.on_underfit not in REACTIONS:
             raise ValueError(f"--on-underfit is {', '.join(REACTIONS)}, not {self.on_underfit!r}")
-        known = {f.name for f in dataclasses.fields(UnderfitRule)}
-        if set(self.monitor_rule) - known:
-            unknown = ", ".join(sorted(set(self.monitor_rule) - known))
-            raise ValueError(f"the monitor rule has no {unknown} (known: {', '.join(known)})")
-        UnderfitRule(**self.monitor_rule)
-        if self.monitor not in ("auto", "none"):
-            make_attack(self.monitor, self.eps_image)
-            if self.val_size == 0:
+        if self.monitor.strip().lower() != "auto":
+            asked = parse_monitor(self.monitor, self.eps_image)
+            if asked is not None and self.val_size == 0:
                 raise ValueError(
                     "--monitor measures held-out training images: add --val-size N (N > 0)"
                 )
+        plan = self.monitor_plan()
+        self.monitor_rule_of(plan)
+        if plan is not None and self.on_underfit != "warn" and "gap" not in plan:
+            raise ValueError(
+                f"--on-underfit {self.on_underfit} keeps best.pt by the gap signal's robust "
+                "accuracy: add gap to --monitor"
+            )
 
-    def monitor_attack(self, single_step: bool) -> str | None:
-        """The monitor's probe attack for this run, or None when it is off."""
-        if self.monitor == "none" or self.monitor_size == 0:
+    def monitor_plan(self, single_step: bool | None = None) -> MonitorPlan | None:
+        """The signals this run's monitor measures, or None when it is off; `auto` resolves by
+        `single_step` (default: the method's)."""
+        if self.monitor_size == 0:
             return None
-        if self.monitor == "auto":
-            return "pgd10" if single_step and self.val_size > 0 else None
-        return self.monitor
+        if self.monitor.strip().lower() == "auto":
+            if single_step is None:
+                single_step = parse_method(self.method).cls.single_step
+            return MonitorPlan(("gap",)) if single_step and self.val_size > 0 else None
+        return parse_monitor(self.monitor, self.eps_image)
+
+    def monitor_rule_of(self, plan: MonitorPlan | None) -> Rule:
+        """The rule (with its thresholds) that flags this run, given the signals it measures."""
+        return make_rule(self.monitor_rule, plan.signals if plan else ())
+
+    def monitor_record(self) -> dict[str, Any] | None:
+        """What run.json records of the monitor: the signals that run, the probe attack and
+        the rule with every threshold; None when it is off."""
+        plan = self.monitor_plan()
+        if plan is None:
+            return None
+        return {**plan.to_dict(), "rule": self.monitor_rule_of(plan).settings()}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,8 +179,8 @@ class TrainConfig:
         """Settings that differ from `other`'s as (ours, theirs); the monitor's own settings
         do not count when both have it off."""
         ours, theirs = self.to_dict(), other.to_dict()
-        if self.monitor == other.monitor == "none":
-            for key in ("monitor_size", "monitor_rule", "on_underfit"):
+        if self.monitor.strip().lower() in OFF and other.monitor.strip().lower() in OFF:
+            for key in ("monitor", "monitor_size", "monitor_rule", "on_underfit"):
                 ours.pop(key), theirs.pop(key)
         if Path(self.data_dir).resolve() == Path(other.data_dir).resolve():  # one folder, spelled
             ours.pop("data_dir"), theirs.pop("data_dir")  # two ways (../ or a symlink)

@@ -129,6 +129,14 @@ class Run:
         self.info["stopped"] = {"epoch": epoch, "reason": reason}
         atomic_write_text(self.path / "run.json", json.dumps(self.info, indent=2) + "\n")
 
+    def ignore_stop(self) -> dict[str, Any]:
+        """Record in run.json that training continues a run the monitor stopped: `stopped`
+        becomes `stop_ignored`, and the monitor's flag no longer stops this run; the stop."""
+        stop = self.info.pop("stopped")
+        self.info["stop_ignored"] = stop
+        atomic_write_text(self.path / "run.json", json.dumps(self.info, indent=2) + "\n")
+        return stop
+
     @property
     def partial_path(self) -> Path:
         """partial.pt: the mid-epoch state written when SIGTERM stopped training."""

@@ -112,9 +112,12 @@ class Trainer:
         *,
         name: str | None = None,
         resume: bool = False,
+        ignore_stop: bool = False,
         progress: bool = True,
     ) -> None:
         cfg.validate()
+        if ignore_stop and not resume:
+            raise ValueError("--ignore-stop continues a run the monitor stopped: add --resume")
         self.cfg = cfg
         self.process = distributed.from_environment()
         self.progress = progress and self.process.main
@@ -128,6 +131,7 @@ class Trainer:
         # load data before writing anything, so a missing dataset leaves no partial run behind
         self.data = load_data(cfg).to(self.device)
         self.resume = resume and exists
+        self.ignore_stop = ignore_stop
         self.interrupted = False  # set when SIGTERM stopped training (partial.pt written)
 
     def fit(self) -> Run:
@@ -146,9 +150,16 @@ class Trainer:
             rank=self.process.rank,
             world=self.process.world,
         )
-        hooks = self._hooks(state) if self.process.main else []
+        if run.info.get("stopped") and self.ignore_stop:
+            if self.process.main:
+                stop = run.ignore_stop()
+                tqdm.write(f"[{run.name}] continuing after the monitor's stop: {stop}")
+            distributed.barrier()  # rank 0 rewrote run.json; the others read it again
+            run = Run(run.path)
+        hooks = self._hooks(state, run) if self.process.main else []
         if run.info.get("stopped"):
             tqdm.write(f"[{run.name}] stopped by the monitor: {run.info['stopped']}")
+            tqdm.write(f"[{run.name}] to continue it anyway: --resume --ignore-stop")
             start = cfg.epochs + 1
         with termination_requested() as terminate:
             for epoch in range(start, cfg.epochs + 1):
@@ -237,9 +248,10 @@ class Trainer:
         self._report(run, row)
         return metrics, stop
 
-    def _hooks(self, state: TrainingState) -> list[EpochHook]:
+    def _hooks(self, state: TrainingState, run: Run) -> list[EpochHook]:
         """What is measured after each epoch, in this order: the quick check on the first
-        `eval_size` test images, the method's own values, the monitor (when it is on)."""
+        `eval_size` test images, the method's own values, the monitor (when it is on; in a run
+        continued with --ignore-stop, its flag keeps best.pt but no longer stops)."""
         cfg = self.cfg
         quick = QuickCheck(
             cfg.eval_attack,
@@ -251,6 +263,8 @@ class Trainer:
             device=self.device,
         )
         monitor = MonitorHook.for_run(cfg, type(state.method).single_step, self.data)
+        if monitor and monitor.on_underfit == "stop" and run.info.get("stop_ignored"):
+            monitor.on_underfit = "best"
         return [quick, MethodValues(), *([monitor] if monitor else [])]
 
     def _open_run(self) -> Run:
@@ -279,6 +293,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "processes": self.process.world,
             "command": " ".join(sys.argv),
+            "monitor": self.cfg.monitor_record(),  # the signals that run, and the rule
         }
         return Run.create(self.path, self.cfg, data_facts(self.data), extra)
 
