@@ -113,39 +113,65 @@ def train(data_dir: str, out: Path, candidate: Candidate, method: str, seed: int
 
 
 def screen_row(candidate: Candidate, out: Path) -> list[dict]:
-    """C1 on each calibration seed against PGD-10's last quick-check accuracy."""
-    reference = Run(out / run_name(candidate, "pgd10", REFERENCE_SEED)).metrics()
-    r = reference["test_pgd20_acc"].iloc[-1]
+    """C1 on each calibration seed against PGD-10's last quick-check accuracy. A run stopped
+    before its last epoch (`--report-only`) is shown with the epochs it has; C1 is then False
+    when a finished FGSM run has no lasting collapse (PGD-10 cannot change that), and left
+    undecided (None) otherwise."""
+    reference = read_curve(out / run_name(candidate, "pgd10", REFERENCE_SEED))
+    r = reference.iloc[-1] if len(reference) else float("nan")
+    reference_done = len(reference) == candidate.epochs
     rows = []
     for seed in CALIBRATION:
-        metrics = Run(out / run_name(candidate, "fgsm", seed)).metrics().set_index("epoch")
-        curve = metrics["test_pgd20_acc"]
-        collapse = lasting_collapse(curve)
+        path = out / run_name(candidate, "fgsm", seed)
+        curve = read_curve(path)
+        if curve.empty:
+            continue
+        done = len(curve) == candidate.epochs
+        collapse = lasting_collapse(curve) if done else None
         best = curve.max()
+        if done and collapse is None:
+            c1: bool | None = False
+        elif done and reference_done:
+            c1 = bool(best >= 0.6 * r)
+        else:
+            c1 = None
         rows.append(
             {
                 "candidate": candidate.name,
                 "seed": seed,
                 "PGD-10 last %": 100 * r,
+                "PGD-10 epochs": f"{len(reference)}/{candidate.epochs}",
                 "FGSM best % (epoch)": f"{100 * best:.1f} ({int(curve.idxmax())})",
                 "best / PGD-10": best / r if r > 0 else float("nan"),
-                "lasting collapse": collapse if collapse is not None else "none",
+                "FGSM epochs": f"{len(curve)}/{candidate.epochs}",
+                "lasting collapse": collapse if collapse is not None else "none" if done else "",
                 "FGSM last %": 100 * curve.iloc[-1],
-                "C1": bool(best >= 0.6 * r and collapse is not None),
+                "C1": c1,
                 "collapse / E": collapse / candidate.epochs if collapse else float("nan"),
-                "s/epoch": metrics["seconds"].mean(),
+                "s/epoch": Run(path).metrics()["seconds"].mean(),
             }
         )
     return rows
+
+
+def read_curve(path: Path) -> pd.Series:
+    """A run's PGD-20 quick check by epoch (empty when the run has not started)."""
+    if not (path / "metrics.csv").exists():
+        return pd.Series(dtype=float)
+    return Run(path).metrics().set_index("epoch")["test_pgd20_acc"]
 
 
 def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str | None, str]:
     """The pre-registered rule: the cheapest candidate passing on both seeds; within 15 % of
     it, the one whose collapse comes closest to the paper's 21/30 of training."""
     by_name = {c.name: c for c in candidates}
-    passing = table.groupby("candidate").filter(lambda g: g["C1"].all())
+    passing = table.groupby("candidate").filter(lambda g: (g["C1"] == True).all())  # noqa: E712
     if passing.empty:
-        return None, "no candidate passes the screen"
+        undecided = table.groupby("candidate").filter(
+            lambda g: g["C1"].isna().any() and not (g["C1"] == False).any()  # noqa: E712
+        )
+        names = ", ".join(undecided["candidate"].unique())
+        return None, "no candidate passes the screen" + (f" (undecided: {names})" if names else "")
     released = [by_name[name].recipe == "released" for name in passing["candidate"]]
     if any(released):  # the released recipe first; another only when none of it passes
         passing = passing[released]
@@ -173,6 +199,11 @@ def main() -> None:
 @click.option("--round2", is_flag=True, help="Round 2's candidates (docs/faithful_search.md).")
 @click.option("--jobs", default=2, help="Jobs at a time (one thread each).")
 @click.option(
+    "--report-only",
+    is_flag=True,
+    help="Train nothing: the page from the runs as they are (unfinished ones shown as such).",
+)
+@click.option(
     "--only",
     default=None,
     help="Comma-separated candidates, screened in this order (default: all of the round). "
@@ -180,7 +211,13 @@ def main() -> None:
     "passing one need not be trained.",
 )
 def screen(
-    data_dir: str, out: Path, fallback: bool, round2: bool, jobs: int, only: str | None
+    data_dir: str,
+    out: Path,
+    fallback: bool,
+    round2: bool,
+    jobs: int,
+    report_only: bool,
+    only: str | None,
 ) -> None:
     """Stage 1: FGSM (seeds 101, 102) and PGD-10 (seed 101) for every candidate."""
     candidates = ROUND2 if round2 else FALLBACK if fallback else CANDIDATES
@@ -195,15 +232,17 @@ def screen(
         for c in candidates
         for m, s in [("pgd10", REFERENCE_SEED)] + [("fgsm", seed) for seed in CALIBRATION]
     ]
-    with ThreadPoolExecutor(jobs) as pool:
-        for path in pool.map(lambda job: train(data_dir, out, *job), work):
-            click.echo(f"done {path.name}")
+    if not report_only:
+        with ThreadPoolExecutor(jobs) as pool:
+            for path in pool.map(lambda job: train(data_dir, out, *job), work):
+                click.echo(f"done {path.name}")
     table = pd.DataFrame([row for c in candidates for row in screen_row(c, out)])
     chosen, ranking = choose(table, candidates)
     curves = pd.concat(
         [
             Run(out / run_name(c, m, s)).metrics().assign(candidate=c.name, run=f"{m} {s}")
             for c, m, s in work
+            if (out / run_name(c, m, s) / "metrics.csv").exists()
         ],
         ignore_index=True,
     )
@@ -221,7 +260,9 @@ def screen(
         "Stage 1 of docs/faithful_search.md: FGSM with the calibration seeds 101 and 102, PGD-10 "
         "with seed 101, PGD-20 (at the run's ε, step ε/4, random start) on the first 250 test "
         "images after every epoch. C1: FGSM's best ≥ 0.6 × PGD-10's last, then below a quarter "
-        "of its best from some epoch to the last.\n\n"
+        "of its best from some epoch to the last. A run shown with fewer epochs than E was "
+        "stopped before its end (`--report-only`): C1 is False when a finished FGSM run has no "
+        "lasting collapse, otherwise undecided (empty) until its runs finish.\n\n"
         f"{table.round(3).to_markdown(index=False)}\n\n"
         f"Passing on both seeds, with the estimated study minutes on this machine:\n\n{ranking}\n\n"
         f"**Chosen for stage 2: {chosen}**\n\n![PGD-20 per epoch]({name}.png)\n"
