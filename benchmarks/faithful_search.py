@@ -11,9 +11,6 @@ candidate by the pre-registered rule and writes docs/results/faithful_search_scr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from common import RESULTS, write_result
+from common import RESULTS, train_job, write_result
 
 from robdrop.study.study import lasting_collapse
 from robdrop.training.runs import Run
@@ -96,20 +93,9 @@ def run_name(candidate: Candidate, method: str, seed: int) -> str:
 
 def train(data_dir: str, out: Path, candidate: Candidate, method: str, seed: int) -> Path:
     """One job: `robdrop train … --resume` with one thread (two such jobs share the 2 cores)."""
-    name = run_name(candidate, method, seed)
-    command = [
-        sys.executable, "-m", "robdrop", "train", "--method", method, "--preset", "mini",
-        "--seed", str(seed), "--data-dir", data_dir, "--out", str(out), "--name", name,
-        "--resume", "--quiet", *QUICK, *candidate.args(),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log = out / f"{name}.log"
-    out.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as f:
-        done = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} failed; see {log}")
-    return out / name
+    args = ["--method", method, "--preset", "mini", "--seed", str(seed), "--data-dir", data_dir,
+            *QUICK, *candidate.args()]  # fmt: skip
+    return train_job(out, run_name(candidate, method, seed), args)
 
 
 def screen_row(candidate: Candidate, out: Path) -> list[dict]:

@@ -149,6 +149,12 @@ out_option = click.option(
     "single-step methods with --val-size), none or off.",
 )
 @click.option("--monitor-size", type=int, help="Held-out training images the monitor probes.")
+@click.option(
+    "--monitor-every",
+    type=int,
+    help="Also measure the monitor's signals every K training iterations inside an epoch, "
+    "written to the run's monitor.csv (0: after each epoch only).",
+)
 @monitor_rule_option
 @click.option(
     "--on-underfit",

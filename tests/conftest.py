@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,11 @@ def tiny_train_args(data_dir: Path, out: Path, method: str, *extra: str) -> list
     ]  # fmt: skip
 
 
-def kill_after_first_epoch(args: list[str], run_dir: Path, epochs: int) -> list[int]:
-    """Run `robdrop *args` in a subprocess, SIGKILL it once epoch 1 is complete; the epochs left.
+def kill_after_first_epoch(
+    args: list[str], run_dir: Path, epochs: int, until: Callable[[], bool] | None = None
+) -> list[int]:
+    """Run `robdrop *args` in a subprocess, SIGKILL it once epoch 1 is complete (and `until()`
+    holds, when given); the epochs left.
 
     The child uses this process's thread count, since float reductions depend on it.
     """
@@ -81,7 +85,11 @@ def kill_after_first_epoch(args: list[str], run_dir: Path, epochs: int) -> list[
     cmd = [sys.executable, "-m", "robdrop", *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
-    while not (run_dir / "epoch-001.pt").exists() and time.time() < deadline:
+
+    def ready() -> bool:
+        return (run_dir / "epoch-001.pt").exists() and (until is None or until())
+
+    while not ready() and time.time() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

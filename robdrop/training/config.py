@@ -84,6 +84,9 @@ class TrainConfig:
     # (gap with pgd10 for single-step methods when a validation split exists), "none" or "off"
     monitor: str = "auto"
     monitor_size: int = 64  # held-out training images in the probe (64: < 10 % of an FGSM epoch)
+    # also measure the signals every K training iterations inside an epoch, rows in monitor.csv
+    # (the end-of-epoch row stays in metrics.csv); 0: after each epoch only
+    monitor_every: int = 0
     # the rule that turns the signals into a flag: {"rule": name, threshold: value, …}; without
     # "rule", underfit when the gap signal is measured, else the first signal's own rule
     monitor_rule: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +146,14 @@ class TrainConfig:
                 )
         plan = self.monitor_plan()
         self.monitor_rule_of(plan)
+        if self.monitor_every < 0:
+            raise ValueError(
+                f"--monitor-every is 0 (off) or a number of iterations, not {self.monitor_every}"
+            )
+        if self.monitor_every and plan is None:
+            raise ValueError(
+                "--monitor-every measures the monitor's signals: turn it on with --monitor"
+            )
         if plan is not None and self.on_underfit != "warn" and "gap" not in plan:
             raise ValueError(
                 f"--on-underfit {self.on_underfit} keeps best.pt by the gap signal's robust "
@@ -180,7 +191,7 @@ class TrainConfig:
         do not count when both have it off."""
         ours, theirs = self.to_dict(), other.to_dict()
         if self.monitor.strip().lower() in OFF and other.monitor.strip().lower() in OFF:
-            for key in ("monitor", "monitor_size", "monitor_rule", "on_underfit"):
+            for key in ("monitor", "monitor_size", "monitor_rule", "monitor_every", "on_underfit"):
                 ours.pop(key), theirs.pop(key)
         if Path(self.data_dir).resolve() == Path(other.data_dir).resolve():  # one folder, spelled
             ours.pop("data_dir"), theirs.pop("data_dir")  # two ways (../ or a symlink)

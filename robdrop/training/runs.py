@@ -285,6 +285,20 @@ class Run:
     def write_metrics(self, frame: pd.DataFrame) -> None:
         atomic_write_text(self.path / "metrics.csv", frame.to_csv(index=False))
 
+    def monitor_rows(self) -> pd.DataFrame:
+        """The monitor's measurements inside epochs (`monitor_every`): a row per measurement
+        with its epoch, iteration and fraction of training; empty when there are none."""
+        path = self.path / "monitor.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+    def write_monitor_rows(self, frame: pd.DataFrame) -> None:
+        """Atomically (re)write monitor.csv; an empty frame removes it."""
+        path = self.path / "monitor.csv"
+        if frame.empty:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_text(path, frame.to_csv(index=False))
+
 
 def find_runs(root: str | Path) -> list[Run]:
     """Every run folder directly under `root`, by name."""

@@ -30,6 +30,7 @@ from robdrop.training.config import TrainConfig
 from robdrop.training.factories import build_state, load_data, resolve_device
 from robdrop.training.hooks import EpochHook, MethodValues, QuickCheck
 from robdrop.training.monitor.hook import MonitorHook
+from robdrop.training.monitor.within import WithinEpoch
 from robdrop.training.runs import Run, RunError
 from robdrop.training.state import TrainingState
 
@@ -157,6 +158,7 @@ class Trainer:
             distributed.barrier()  # rank 0 rewrote run.json; the others read it again
             run = Run(run.path)
         hooks = self._hooks(state, run) if self.process.main else []
+        within = self._within_epoch(run, hooks, start, partial)
         if run.info.get("stopped"):
             tqdm.write(f"[{run.name}] stopped by the monitor: {run.info['stopped']}")
             tqdm.write(f"[{run.name}] to continue it anyway: --resume --ignore-stop")
@@ -164,7 +166,7 @@ class Trainer:
         with termination_requested() as terminate:
             for epoch in range(start, cfg.epochs + 1):
                 try:
-                    row = self._train_epoch(epoch, loader, state, partial, terminate)
+                    row = self._train_epoch(epoch, loader, state, partial, terminate, within)
                 except Interrupted as stopped:
                     self._interrupt(run, epoch, state, stopped.progress)
                     break
@@ -184,9 +186,11 @@ class Trainer:
         state: TrainingState,
         partial: EpochProgress | None,
         terminate: dict[str, bool],
+        within: WithinEpoch | None = None,
     ) -> dict[str, Any]:
-        """One epoch (from `partial`'s batch when resuming one): its metrics row. Raises
-        Interrupted, with how far it got, when SIGTERM arrives before its last batch."""
+        """One epoch (from `partial`'s batch when resuming one): its metrics row; `within`
+        measures the monitor every K batches. Raises Interrupted, with how far it got, when
+        SIGTERM arrives before its last batch."""
         cfg, device, method = self.cfg, self.device, state.method
         state.model.train()
         done = partial or EpochProgress(torch.zeros(2, device=device, dtype=torch.float64))
@@ -207,6 +211,10 @@ class Trainer:
             step = method.train_step(batch, state.optimizer, state.scaler)
             done.sums += torch.stack([step.loss_sum.double(), step.correct.double()])
             done.count += step.count
+            if within is not None and within.due(i + 1, num_batches):
+                paused = time.perf_counter()
+                within.measure(state, epoch, i + 1, num_batches)
+                t0 += time.perf_counter() - paused  # `seconds` counts training only
             if i + 1 < num_batches and distributed.any_rank(terminate["set"], device):
                 batches.close()
                 done.batches, done.seconds = i + 1, time.perf_counter() - t0
@@ -266,6 +274,23 @@ class Trainer:
         if monitor and monitor.on_underfit == "stop" and run.info.get("stop_ignored"):
             monitor.on_underfit = "best"
         return [quick, MethodValues(), *([monitor] if monitor else [])]
+
+    def _within_epoch(
+        self, run: Run, hooks: list[EpochHook], start: int, partial: EpochProgress | None
+    ) -> WithinEpoch | None:
+        """The monitor inside epochs (`monitor_every`), on rank 0 with the monitor's signals;
+        monitor.csv keeps only the rows of work that is not redone."""
+        monitor = next((h for h in hooks if isinstance(h, MonitorHook)), None)
+        if monitor is None or not self.cfg.monitor_every:
+            return None
+        return WithinEpoch.resume(
+            monitor.signals,
+            run,
+            every=self.cfg.monitor_every,
+            epochs=self.cfg.epochs,
+            start=start,
+            done=partial.batches if partial else 0,
+        )
 
     def _open_run(self) -> Run:
         """The run folder: rank 0 creates or checks it while the other ranks wait, then read it."""
