@@ -93,7 +93,7 @@ def test_resume_after_sigterm_gives_the_uninterrupted_weights_and_state(
 
     train_epoch, end_epoch = Trainer._train_epoch, Trainer._end_epoch
 
-    def stopped_in_epoch_2(self, epoch, loader, state, partial, terminate):
+    def stopped_in_epoch_2(self, epoch, loader, state, partial, *rest):
         """SIGTERM after the first batch of epoch 2, when the epoch starts from its beginning."""
         step = state.method.train_step
 
@@ -107,7 +107,7 @@ def test_resume_after_sigterm_gives_the_uninterrupted_weights_and_state(
         done_batches: list[int] = []
         state.method.train_step = train_step
         try:
-            return train_epoch(self, epoch, loader, state, partial, terminate)
+            return train_epoch(self, epoch, loader, state, partial, *rest)
         finally:
             del state.method.train_step
 
