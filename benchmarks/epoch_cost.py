@@ -3,10 +3,13 @@ a training step spent in the data pipeline.
 
     python benchmarks/epoch_cost.py --data-dir ../shared/data
     python benchmarks/epoch_cost.py --data-dir ../shared/data --methods fgsm,apart --epochs 2
+    python benchmarks/epoch_cost.py --data-dir ../shared/data --methods fgsm --on-underfit best
 
 Each method trains `--epochs` epochs (no per-epoch evaluation); the last epoch's training time
 is reported, so start-up effects are excluded. Ratios to FGSM and to PGD-10 come from the same
-run. Results go to docs/results/epoch_cost.md.
+run; so does each monitor cost column (`monitor*_seconds`, the monitor being the preset's) as a
+percentage of that method's epoch. Results go to docs/results/epoch_cost.md, or with
+`--on-underfit stop|best` (which adds best.pt's probe) to docs/results/epoch_cost_<reaction>.md.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def data_seconds(cfg, repeats: int = 3) -> float:
 @click.option("--preset", default="mini")
 @click.option("--methods", default=DEFAULT_METHODS, help="Comma-separated method names.")
 @click.option("--epochs", default=2, help="Epochs per method; the last one is timed.")
-def main(data_dir: str, preset: str, methods: str, epochs: int) -> None:
+@click.option("--on-underfit", default="warn", help="The monitor's reaction (stop/best: best.pt).")
+def main(data_dir: str, preset: str, methods: str, epochs: int, on_underfit: str) -> None:
     rows = []
     for name in methods.split(","):
         try:
@@ -53,11 +57,23 @@ def main(data_dir: str, preset: str, methods: str, epochs: int) -> None:
         except ValueError as err:
             click.echo(f"skipping {name}: {err}")
             continue
-        cfg = make_config(preset, method=name, epochs=epochs, eval_size=0, data_dir=data_dir)
+        cfg = make_config(
+            preset,
+            method=name,
+            epochs=epochs,
+            eval_size=0,
+            data_dir=data_dir,
+            on_underfit=on_underfit,
+        )
         with tempfile.TemporaryDirectory() as out:
-            run = Trainer(cfg, out, progress=False).fit()
-            seconds = float(run.metrics()["seconds"].iloc[-1])
-        rows.append({"method": name, "seconds/epoch": seconds})
+            last = Trainer(cfg, out, progress=False).fit().metrics().iloc[-1]
+        seconds = float(last["seconds"])
+        monitor = {
+            f"{column} (% of epoch)": 100 * float(last[column]) / seconds
+            for column in last.index
+            if column.startswith("monitor") and column.endswith("seconds")
+        }
+        rows.append({"method": name, "seconds/epoch": seconds, **monitor})
         click.echo(f"{name}: {seconds:.1f} s/epoch")
     table = pd.DataFrame(rows).set_index("method")
     base = table["seconds/epoch"]
@@ -78,7 +94,8 @@ def main(data_dir: str, preset: str, methods: str, epochs: int) -> None:
         f"Data pipeline (crop + flip + float conversion of a whole epoch, no training): {share}.\n"
     )
     click.echo(body)
-    click.echo(f"written to {write_result('epoch_cost', body)}")
+    result = "epoch_cost" if on_underfit == "warn" else f"epoch_cost_{on_underfit}"
+    click.echo(f"written to {write_result(result, body)}")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,8 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
     lasting = lasting_drop(wide)
     if stopped is None:
         stop_epoch = flags[0] if flags else None
-        kept = m["monitor_robust_acc"].loc[: stop_epoch or len(m)]
+        chosen_by = "monitor_best_acc" if "monitor_best_acc" in m else "monitor_robust_acc"
+        kept = m[chosen_by].loc[: stop_epoch or len(m)]  # as best.pt chooses (hook.py)
         best, same = best_epoch(kept), "(read off)"
     else:
         stop_epoch = stopped.info.get("stopped", {}).get("epoch")

@@ -161,6 +161,13 @@ out_option = click.option(
     type=click.Choice(REACTIONS),
     help="On a monitor flag: warn, stop (keeping best.pt), or keep best.pt and go on.",
 )
+@click.option(
+    "--best-size",
+    type=int,
+    help="With --on-underfit stop or best: best.pt is the epoch most accurate under "
+    "--best-attack on this many held-out images (default 512; 0: on the monitor's gap probe).",
+)
+@click.option("--best-attack", help="The attack that picks best.pt (default pgd5).")
 @out_option
 @click.option("--name", help="Run folder name (default: <preset>-<method>-eps<ε>-seed<seed>).")
 @click.option(

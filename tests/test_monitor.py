@@ -32,6 +32,7 @@ def test_monitor_writes_its_columns_every_epoch(data_dir, tmp_path) -> None:
     # the strongest attack of the three leaves the model least accurate
     assert (metrics["monitor_robust_acc"] <= metrics["monitor_random_acc"]).all()
     assert not (tmp_path / "mini-fgsm-eps8-seed0" / "best.pt").exists()  # warn keeps no best.pt
+    assert "monitor_best_acc" not in metrics  # nor measures what would pick it
 
 
 def test_stop_ends_the_run_at_the_second_underfit_epoch_keeps_best_and_resume_does_not_continue(
@@ -53,7 +54,8 @@ def test_stop_ends_the_run_at_the_second_underfit_epoch_keeps_best_and_resume_do
         "reason": "noise",
     }
     best = run.load_best()
-    probe = metrics.set_index("epoch")["monitor_robust_acc"]
+    assert best["measured_by"] == "monitor_best_acc"  # the best probe, not the gap's 32 images
+    probe = metrics.set_index("epoch")["monitor_best_acc"]
     assert best["epoch"] == probe[probe == probe.max()].index[-1]  # ties go to the later epoch
     weights = run.load_checkpoint(best["epoch"])["model"]
     assert all(torch.equal(best["model"][k], weights[k]) for k in weights)
@@ -105,19 +107,44 @@ def test_live_flags_equal_the_rule_replayed_over_the_recorded_columns(data_dir, 
     assert replayed[0] == "" and "" not in replayed[1:]
 
 
-def test_best_keeps_training_and_the_most_robust_epoch(data_dir, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("best_size", "column"), [("48", "monitor_best_acc"), ("0", "monitor_robust_acc")]
+)
+def test_best_keeps_training_and_the_most_robust_epoch(
+    data_dir, tmp_path, best_size, column
+) -> None:
     args = ("--on-underfit", "best", "--epochs", "2", "--save-every-epoch")
-    result = train(data_dir, tmp_path, "ffgsm", *args)
+    result = train(data_dir, tmp_path, "ffgsm", *args, "--best-size", best_size)
     assert result.exit_code == 0, result.output
     run = Run(tmp_path / "mini-ffgsm-eps8-seed0")
     metrics = run.metrics().set_index("epoch")
     assert run.epochs() == [1, 2]
     best = run.load_best()
-    assert metrics.loc[best["epoch"], "monitor_robust_acc"] == metrics["monitor_robust_acc"].max()
+    assert best["measured_by"] == column
+    assert metrics.loc[best["epoch"], column] == metrics[column].max()
+    assert (column == "monitor_best_acc") == ("monitor_best_seconds" in metrics)
     # the analyses name this choice probe-best (best.pt's epoch) beside val-best
     from robdrop.analysis import resolve_epochs
 
     assert resolve_epochs(run, "probe-best") == [best["epoch"]]
+
+
+def test_a_run_begun_before_the_best_probe_existed_keeps_picking_by_the_gap_probe(
+    data_dir, tmp_path
+) -> None:
+    args = ("--on-underfit", "best", "--save-every-epoch", "--epochs", "2")
+    assert train(data_dir, tmp_path, "fgsm", *args, "--best-size", "0").exit_code == 0
+    folder = tmp_path / "mini-fgsm-eps8-seed0"
+    (folder / "epoch-002.pt").unlink()  # as if killed during epoch 2
+    info = json.loads((folder / "run.json").read_text())
+    for key in ("best_size", "best_attack"):  # as written before these settings existed
+        del info["config"][key]
+    (folder / "run.json").write_text(json.dumps(info))
+    resumed = train(data_dir, tmp_path, "fgsm", *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    run = Run(tmp_path / "mini-fgsm-eps8-seed0")
+    assert run.metrics()["monitor_best_acc"].isna().tolist() == [True, False]
+    assert run.load_best()["measured_by"] == "monitor_robust_acc"
 
 
 def test_an_epoch_looks_underfit_on_a_gap_jump_with_falling_robustness_or_at_noise_level() -> None:

@@ -107,6 +107,25 @@ def test_training_is_bit_identical_with_and_without_each_signal(
     assert json.loads((run.path / "run.json").read_text())["monitor"]["signals"] == [name]
 
 
+def test_the_best_probe_leaves_training_alone_and_picks_best_pt_without_the_gap_signal(
+    data_dir, tmp_path, unobserved_weights
+) -> None:
+    extra = ("--epochs", "2", "--monitor", "align", "--monitor-size", "16")
+    keep = ("--on-underfit", "best", "--best-size", "48", "--best-attack", "pgd3")
+    args = tiny_train_args(data_dir, tmp_path, "ffgsm", *extra, *keep, "--monitor-every", "2")
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    run = Run(tmp_path / "mini-ffgsm-eps8-seed0")
+    weights = run.load_checkpoint()["model"]
+    assert all(torch.equal(weights[k], unobserved_weights[k]) for k in weights)
+    metrics = run.metrics().set_index("epoch")
+    assert metrics["monitor_best_acc"].between(0, 1).all()
+    assert run.load_best()["epoch"] == metrics["monitor_best_acc"][::-1].idxmax()
+    assert "monitor_best_acc" not in run.monitor_rows()  # measured after epochs only
+    # without the best probe, best.pt needs the gap signal's accuracy
+    result = CliRunner().invoke(main, [*args, "--best-size", "0", "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "add gap to --monitor" in result.output
+
+
 class Linear(nn.Module):
     """logits = W·x + b on the flattened image: its input gradients barely turn in the ε-ball."""
 

@@ -2,7 +2,8 @@
 held-out robust accuracy, the later one on ties (it has trained longer at that robustness).
 
 Two measurements feed it, named apart: `probe-best` is the monitor's, taken live after every
-epoch on its small probe (PGD-10 on `monitor_size` held-out images) and kept as best.pt;
+epoch with `--on-underfit stop` or `best` (PGD-5 on the first `best_size` = 512 held-out images,
+monitor/best_probe.py; with `best_size` 0 the gap signal's 64-image PGD-10) and kept as best.pt;
 `val-best` (`--epochs best` in the analyses) is PGD-20 on the whole held-out split, measured
 afterwards over the saved checkpoints. Neither ever looks at the test set.
 """

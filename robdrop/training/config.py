@@ -24,6 +24,16 @@ RecipeName = Literal["released", "uniform"]
 Reaction = Literal["warn", "stop", "best"]
 RECIPES: tuple[str, ...] = get_args(RecipeName)
 REACTIONS: tuple[str, ...] = get_args(Reaction)
+# the monitor's own settings: they do not tell two runs apart when both have it off
+MONITOR_SETTINGS = (
+    "monitor",
+    "monitor_size",
+    "monitor_rule",
+    "monitor_every",
+    "on_underfit",
+    "best_size",
+    "best_attack",
+)
 
 
 # settings that earlier versions called otherwise (run.json files, `--set`): {old: new}
@@ -91,6 +101,10 @@ class TrainConfig:
     # "rule", underfit when the gap signal is measured, else the first signal's own rule
     monitor_rule: dict[str, Any] = field(default_factory=dict)
     on_underfit: Reaction = "warn"  # warn, stop (and keep best.pt), best (keep best.pt)
+    # with stop or best, best.pt is the epoch most accurate under `best_attack` on the first
+    # `best_size` held-out images (monitor/best_probe.py); 0: on the gap signal's probe instead
+    best_size: int = 512
+    best_attack: str = "pgd5"
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
     @property
@@ -154,10 +168,14 @@ class TrainConfig:
             raise ValueError(
                 "--monitor-every measures the monitor's signals: turn it on with --monitor"
             )
-        if plan is not None and self.on_underfit != "warn" and "gap" not in plan:
+        if self.best_size < 0:
+            raise ValueError(f"--best-size is 0 or a number of images, not {self.best_size}")
+        make_attack(self.best_attack, self.eps_image)
+        keeps_best = plan is not None and self.on_underfit != "warn"
+        if keeps_best and not self.best_size and "gap" not in plan:
             raise ValueError(
-                f"--on-underfit {self.on_underfit} keeps best.pt by the gap signal's robust "
-                "accuracy: add gap to --monitor"
+                f"--on-underfit {self.on_underfit} with --best-size 0 keeps best.pt by the "
+                "gap signal's robust accuracy: add gap to --monitor"
             )
 
     def monitor_plan(self, single_step: bool | None = None) -> MonitorPlan | None:
@@ -191,7 +209,7 @@ class TrainConfig:
         do not count when both have it off."""
         ours, theirs = self.to_dict(), other.to_dict()
         if self.monitor.strip().lower() in OFF and other.monitor.strip().lower() in OFF:
-            for key in ("monitor", "monitor_size", "monitor_rule", "monitor_every", "on_underfit"):
+            for key in MONITOR_SETTINGS:
                 ours.pop(key), theirs.pop(key)
         if Path(self.data_dir).resolve() == Path(other.data_dir).resolve():  # one folder, spelled
             ours.pop("data_dir"), theirs.pop("data_dir")  # two ways (../ or a symlink)

@@ -113,13 +113,17 @@ class Run:
         """best.pt: the epoch the monitor found most robust (with on_underfit stop or best)."""
         return self.path / "best.pt"
 
-    def save_best(self, epoch: int, weights: dict[str, Any], robust_acc: float) -> None:
-        """Atomically (re)write best.pt with the model weights of `epoch`."""
+    def save_best(
+        self, epoch: int, weights: dict[str, Any], robust_acc: float, measured_by: str
+    ) -> None:
+        """Atomically (re)write best.pt with the model weights of `epoch`, its robust accuracy
+        and the metrics.csv column that measured it."""
         payload = {
             "format": CHECKPOINT_FORMAT,
             "epoch": epoch,
             "identity": self.identity(),
             "monitor_robust_acc": robust_acc,
+            "measured_by": measured_by,
             "model": weights,
         }
         atomic_write(self.best_path, lambda f: torch.save(payload, f))

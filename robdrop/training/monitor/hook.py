@@ -1,7 +1,8 @@
 """The underfitting monitor as an epoch hook: it measures its signals, applies the rule, and
 reacts to a flag as `on_underfit` says: `warn` logs it, `best` keeps the epoch most robust on the
-gap signal's probe as best.pt and goes on, `stop` does that and ends the run (run.json records
-why; `--resume --ignore-stop` continues it, and from then on the flag no longer stops it)."""
+best probe (best_probe.py; with `best_size` 0 the gap signal's probe) as best.pt and goes on,
+`stop` does that and ends the run (run.json records why; `--resume --ignore-stop` continues it,
+and from then on the flag no longer stops it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 from robdrop.data import Dataset
 from robdrop.training.best import best_epoch
 from robdrop.training.config import Reaction, TrainConfig
+from robdrop.training.monitor.best_probe import BestProbe
 from robdrop.training.monitor.rule import Rule
 from robdrop.training.monitor.signal import Signal
 from robdrop.training.runs import Run
@@ -24,9 +26,16 @@ class MonitorHook:
     """Signals + rule + reaction, after every epoch of a run."""
 
     def __init__(
-        self, signals: list[Signal], rule: Rule, *, epochs: int, on_underfit: Reaction
+        self,
+        signals: list[Signal],
+        rule: Rule,
+        *,
+        epochs: int,
+        on_underfit: Reaction,
+        best: BestProbe | None = None,
     ) -> None:
         self.signals, self.rule, self.epochs, self.on_underfit = signals, rule, epochs, on_underfit
+        self.best = best
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, single_step: bool, data: Dataset) -> MonitorHook | None:
@@ -37,29 +46,42 @@ class MonitorHook:
         x, y = data.val_x[: cfg.monitor_size], data.val_y[: cfg.monitor_size]
         signals = plan.build(cfg.eps_image, x, y, seed=cfg.seed)
         rule = cfg.monitor_rule_of(plan)
-        return cls(signals, rule, epochs=cfg.epochs, on_underfit=cfg.on_underfit)
+        best = None
+        if cfg.on_underfit != "warn" and cfg.best_size:
+            xb, yb = data.val_x[: cfg.best_size], data.val_y[: cfg.best_size]
+            best = BestProbe(cfg.best_attack, cfg.eps_image, xb, yb, seed=cfg.seed)
+        return cls(signals, rule, epochs=cfg.epochs, on_underfit=cfg.on_underfit, best=best)
 
     def measure(
         self, state: TrainingState, row: dict[str, Any], history: pd.DataFrame
     ) -> dict[str, Any]:
         """Every signal's columns and `monitor_flag`, the rule's verdict given the earlier rows
-        (those where the rule's signal was measured)."""
+        (those where the rule's signal was measured); the best probe's columns when it runs."""
         columns: dict[str, Any] = {}
-        for signal in self.signals:
+        for signal in [*self.signals, *([self.best] if self.best else [])]:
             columns.update(signal.measure(state.model, state.method, state.device))
         column = self.rule.column
         earlier = [h for h in history.to_dict("records") if not math.isnan(h.get(column, math.nan))]
         flag = self.rule.check({**row, **columns}, earlier, self.epochs)
         return {**columns, "monitor_flag": flag}
 
+    def best_column(self, metrics: pd.DataFrame) -> str:
+        """The column best.pt is chosen by: the best probe's, or the gap signal's robust accuracy
+        without one (or in a run begun before the best probe existed, whose early epochs lack
+        it; the config checks that the gap signal runs then)."""
+        column = "monitor_best_acc"
+        measured = self.best is not None and column in metrics and metrics[column].notna().all()
+        return column if measured else "monitor_robust_acc"
+
     def react(self, run: Run, metrics: pd.DataFrame, state: TrainingState) -> bool:
         """Keep best.pt, warn on a flag, and say whether to stop."""
         row = metrics.iloc[-1]
-        if self.on_underfit != "warn":  # probe-best, by the gap signal (config checks it runs)
-            probe = metrics.set_index("epoch")["monitor_robust_acc"]
+        if self.on_underfit != "warn":  # probe-best
+            column = self.best_column(metrics)
+            probe = metrics.set_index("epoch")[column]
             if best_epoch(probe) == row["epoch"]:
                 weights = state.model.state_dict()
-                run.save_best(int(row["epoch"]), weights, float(row["monitor_robust_acc"]))
+                run.save_best(int(row["epoch"]), weights, float(row[column]), column)
         if not row["monitor_flag"]:
             return False
         tqdm.write(
