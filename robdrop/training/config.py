@@ -14,6 +14,7 @@ from robdrop.data import DATASETS
 from robdrop.methods import parse_method
 from robdrop.methods.base import UNIFORM
 from robdrop.models import ARCHITECTURES
+from robdrop.training.monitor.best_probe import BestProbe
 from robdrop.training.monitor.rule import Rule, make_rule
 from robdrop.training.monitor.signals import OFF, MonitorPlan, parse_monitor
 from robdrop.training.presets import PRESETS
@@ -104,7 +105,7 @@ class TrainConfig:
     # with stop or best, best.pt is the epoch most accurate under `best_attack` on the first
     # `best_size` held-out images (monitor/best_probe.py); 0: on the gap signal's probe instead
     best_size: int = 512
-    best_attack: str = "pgd5"
+    best_attack: str = BestProbe.defaults["attack"]  # pgd5
     options: dict[str, Any] = field(default_factory=dict)  # method options
 
     @property

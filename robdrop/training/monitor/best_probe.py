@@ -11,6 +11,8 @@ Measured after every epoch only, never inside one (`--monitor-every` leaves it o
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -20,26 +22,16 @@ from robdrop.training.monitor.signal import Signal
 
 
 class BestProbe(Signal):
-    """`monitor_best_acc`: accuracy under `attack` on the probe; `monitor_best_seconds` its cost."""
+    """`monitor_best_acc`: accuracy under the `attack` option on the probe; `monitor_best_seconds`
+    its cost."""
 
     name = "best"
-
-    def __init__(
-        self,
-        attack: str,
-        eps: float,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        seed: int = 0,
-        batch_size: int = 256,
-    ) -> None:
-        super().__init__(eps, x, y, seed=seed, batch_size=batch_size)
-        self.attack = make_attack(attack, eps)
+    defaults: ClassVar[dict[str, Any]] = {"attack": "pgd5"}
 
     def values(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """{'acc': the accuracy under the attack}."""
+        attack = make_attack(self.options["attack"], self.eps)
         acc = accuracy_under(
-            model, self.attack, self.x, self.y, batch_size=self.batch_size, device=device
+            model, attack, self.x, self.y, batch_size=self.batch_size, device=device
         )
         return {"acc": acc}

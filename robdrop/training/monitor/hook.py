@@ -49,7 +49,7 @@ class MonitorHook:
         best = None
         if cfg.on_underfit != "warn" and cfg.best_size:
             xb, yb = data.val_x[: cfg.best_size], data.val_y[: cfg.best_size]
-            best = BestProbe(cfg.best_attack, cfg.eps_image, xb, yb, seed=cfg.seed)
+            best = BestProbe(cfg.eps_image, xb, yb, seed=cfg.seed, attack=cfg.best_attack)
         return cls(signals, rule, epochs=cfg.epochs, on_underfit=cfg.on_underfit, best=best)
 
     def measure(
