@@ -171,7 +171,10 @@ class TrainConfig:
             )
         if self.best_size < 0:
             raise ValueError(f"--best-size is 0 or a number of images, not {self.best_size}")
-        make_attack(self.best_attack, self.eps_image)
+        try:
+            make_attack(self.best_attack, self.eps_image)
+        except ValueError as err:
+            raise ValueError(f"--best-attack: {err}") from err
         keeps_best = plan is not None and self.on_underfit != "warn"
         if keeps_best and not self.best_size and "gap" not in plan:
             raise ValueError(
