@@ -584,6 +584,12 @@ def study_options(command: Callable) -> Callable:
             default=True,
             help="Tables 2–4's AutoAttack column (minutes per run on a CPU; needs pyautoattack).",
         ),
+        click.option(
+            "--autoattack-n",
+            type=click.IntRange(min=1),
+            help="Test images AutoAttack runs on, the first of --n's (default: mini 200, else "
+            "all of --n's).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -628,6 +634,7 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         config=config,
         later_methods=kw["later_methods"],
         autoattack=autoattack,
+        autoattack_n=kw["autoattack_n"] or "preset",
         **extra,
     )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None

@@ -165,6 +165,15 @@ def test_autoattack_column_is_evaluated_on_the_pgd20_images(
     ours = table2[table2["source"] == "robdrop mini"]
     assert ours["pgd20"].notna().all()
     assert ours["autoattack"].tolist() == ours["pgd20"].tolist()
+    # on fewer images than the other columns: PGD-20's accuracy on those first 32
+    study = Study(runs, "mini", n=64, autoattack_n=32)
+    fewer = TARGETS["table2"].frame(study).set_index("method")["autoattack"].dropna()
+    for method, accuracy in fewer.items():
+        on_32 = [
+            study.evaluate(study.open(spec), ("pgd20",), "last", images=32)["accuracy"].item()
+            for spec in study.specs(method)
+        ]
+        assert accuracy == pytest.approx(100 * sum(on_32) / len(on_32))
 
 
 def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:

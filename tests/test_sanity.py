@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from robdrop.analysis.sanity import OK, sanity, sanity_flags, sanity_table
+from robdrop.analysis.stats import wilson_interval
 from robdrop.attacks import make_attack
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
@@ -91,15 +92,27 @@ def test_train_mode_catches_broken_running_statistics_and_leaves_them(trained, c
 
 
 def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
-    """Table 2's rows from evaluations whose numbers are set here; summary.md lists the flags."""
-    study = Study(tmp_path, "mini", n=32)
+    """Table 2's rows from evaluations whose numbers are set here; summary.md lists the flags.
+    AutoAttack runs on 200 of the 400 test images, and PGD-20 on those same 200 is what its
+    sanity check compares it with."""
+    study = Study(tmp_path, "mini", n=400)
+    assert study.autoattack_n == 200  # mini's AutoAttack subset of the images
     table2 = TARGETS["table2"]
     accuracies = {**SOUND, "cw20": 38.0, "gauss": 70.0, "autoattack-apgd": 30.0}
+    asked = []
 
-    def evaluate(self, run, attacks, epochs="all", eps255=None):
-        assert set(attacks) == {*table2.attacks, "autoattack-apgd", "random", "clean@train"}
+    def evaluate(self, run, attacks, epochs="all", eps255=None, images=None):
+        asked.append((set(attacks), images))
+        n = 400 if images is None else images
+        pgd20 = 33.0 if n == 200 else accuracies["pgd20"]  # within 5 points of AA on its images
         rows = [
-            {"run": "r", "attack": a, "accuracy": accuracies[a] / 100, "epoch": 1, "n": 32}
+            {
+                "run": "r",
+                "attack": a,
+                "accuracy": (pgd20 if a == "pgd20" else accuracies[a]) / 100,
+                "epoch": 1,
+                "n": n,
+            }
             for a in attacks
         ]
         frame = pd.DataFrame(rows)
@@ -120,11 +133,19 @@ def test_tables_and_summary_carry_the_flags(tmp_path, monkeypatch):
     monkeypatch.setattr(Study, "specs", lambda self, m, preset=None: [fgsm] if m == "fgsm" else [])
     monkeypatch.setattr(Study, "open", lambda self, spec: FakeRun())
     frame = table2.frame(study)
+    assert asked == [
+        ({*table2.attacks, "random", "clean@train"}, None),
+        ({"autoattack-apgd", "pgd20"}, 200),
+    ]
     row = frame.iloc[0]
     assert row["method"] == "fgsm" and row["seeds"] == 1
     assert row["autoattack"] == pytest.approx(30.0)  # the subset fills the AutoAttack column
-    flags = "PGD-20 40.0 % vs AutoAttack 30.0 %: > 5 points; AutoAttack: zero gradients"
-    assert row[SANITY] == f"seed {fgsm.config.seed}: {flags}"
+    assert row["pgd20"] == pytest.approx(40.0)  # PGD-20's column: all 400 images
+    assert row["autoattack_low"] == pytest.approx(100 * wilson_interval(0.3, 200)[0])
+    assert row["pgd20_low"] == pytest.approx(100 * wilson_interval(0.4, 400)[0])
+    # 33 % vs 30 % on the same images: no disagreement; AutoAttack's own flag is reported
+    assert row[SANITY] == f"seed {fgsm.config.seed}: AutoAttack: zero gradients"
+    assert "on 200 of the 400 test images" in table2.table_caption(study)
     frames = {"table2": frame}
     lines = sanity_section(frames)
     assert lines[1] == "## Evaluation sanity"

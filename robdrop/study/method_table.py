@@ -59,10 +59,16 @@ class MethodTable(PaperTable):
         return self.specs(study) if self.name in study.paper_scale_tables else []
 
     def table_caption(self, study: Study) -> str:
-        """The caption, naming our rows' AutoAttack where it is a subset (on `mini`)."""
-        if self.has_autoattack and study.autoattack and study.autoattack_spec != AUTOATTACK_DEFAULT:
-            return f"{self.caption} (AutoAttack: {study.autoattack_spec}, {SUBSET_NOTE})"
-        return self.caption
+        """The caption, naming our rows' AutoAttack where it is a subset of the attacks or of
+        the test images (on `mini`)."""
+        if not (self.has_autoattack and study.autoattack):
+            return self.caption
+        notes = []
+        if study.autoattack_spec != AUTOATTACK_DEFAULT:
+            notes.append(f"{study.autoattack_spec}, {SUBSET_NOTE}")
+        if study.autoattack_n != study.n:
+            notes.append(f"on {study.autoattack_n} of the {study.n} test images")
+        return f"{self.caption} (AutoAttack: {'; '.join(notes)})" if notes else self.caption
 
     def write(self, study: Study, out: Path) -> list[Path]:
         frame = self.frame(study)
@@ -94,11 +100,18 @@ class MethodTable(PaperTable):
 
     def seed_row(self, study: Study, spec: RunSpec, run: Run) -> dict[str, Any]:
         """One run's row: accuracy at the last epoch, time, its lasting collapse on the quick
-        check (no extra evaluation) and the number of test images."""
-        attacks = self.evaluated_attacks(study)
-        table = study.evaluate(run, attacks, "last")
-        # the study's AutoAttack (a subset of it on mini) fills the AutoAttack column
-        acc = table.set_index("attack")["accuracy"].rename({study.autoattack_spec: AUTOATTACK})
+        check (no extra evaluation) and the number of test images (AutoAttack's apart)."""
+        aa = study.autoattack_spec
+        attacks = [a for a in self.evaluated_attacks(study) if a != aa]
+        table = study.evaluate(run, tuple(attacks), "last")
+        sanity_input = table
+        if self.has_autoattack and study.autoattack:
+            # the study's AutoAttack fills the AutoAttack column; its sanity check compares it
+            # with PGD-20 on the same (first autoattack_n) test images
+            paired = study.evaluate(run, (aa, "pgd20"), "last", images=study.autoattack_n)
+            sanity_input = pd.concat([table[table["attack"] != "pgd20"], paired])
+            table = pd.concat([table, paired[paired["attack"] == aa]])
+        acc = table.set_index("attack")["accuracy"].rename({aa: AUTOATTACK})
         metrics = run.metrics()
         seconds = metrics["seconds"]
         timing = (
@@ -114,14 +127,17 @@ class MethodTable(PaperTable):
             "collapse_epoch": collapse,
             "n": int(table["n"].iloc[0]),
         }
+        if AUTOATTACK in acc:
+            row[f"n_{AUTOATTACK}"] = int(table.set_index("attack").loc[aa, "n"])
         if self.has_autoattack:
-            row[SANITY] = sanity_table(table)["sanity"].item()
+            row[SANITY] = sanity_table(sanity_input)["sanity"].item()
         return row
 
 
 def aggregate(seeds: pd.DataFrame, accuracies: list[str]) -> pd.DataFrame:
     """One row per method from its seeds' rows: each accuracy's mean over seeds (%), its
-    standard deviation over seeds and the 95 % Wilson interval of the mean over the test images,
+    standard deviation over seeds and the 95 % Wilson interval of the mean over the test images
+    (`n`, or `n_<column>` where a column had its own, as AutoAttack may),
     the mean time, in how many seeds it collapsed for good (with the epochs), and the sanity
     flags of the seeds that raised any."""
     rows = []
@@ -129,7 +145,8 @@ def aggregate(seeds: pd.DataFrame, accuracies: list[str]) -> pd.DataFrame:
         row: dict[str, Any] = {"method": method, "seeds": len(group)}
         for column in accuracies:
             mean = group[column].mean()
-            low, high = wilson_interval(mean, int(group["n"].iloc[0]))
+            images = group[f"n_{column}"] if f"n_{column}" in group else group["n"]
+            low, high = wilson_interval(mean, int(images.iloc[0]))
             row |= {
                 column: 100 * mean,
                 f"{column}_std": 100 * group[column].std() if len(group) > 1 else np.nan,

@@ -86,9 +86,14 @@ def summary(
             if study.few_seeds < len(study.seeds)
             else ""
         ),
-        f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}; "
-        "accuracies are means ± standard deviations over training seeds with the 95 % (Wilson) "
-        "interval over the test images in brackets",
+        f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}"
+        + (
+            f" (AutoAttack on the first {study.autoattack_n} of them)"
+            if study.autoattack and study.autoattack_n != study.n
+            else ""
+        )
+        + "; accuracies are means ± standard deviations over training seeds with the 95 % "
+        "(Wilson) interval over the test images in brackets",
         "",
         "Step times are in `timings.csv`, one row per step and invocation.",
         "",

@@ -43,6 +43,9 @@ COSTLY = ("pgd10", "pgd5", "free8", "atta10")
 # only (100 iterations each), to keep the study in its CPU budget (docs/results/autoattack_cost.md)
 AUTOATTACK_SPEC = {"mini": "autoattack-apgd"}
 AUTOATTACK_DEFAULT = "autoattack"
+# the test images it runs on (the first of the study's own draw): on `mini`, 200 of the 1,000,
+# since its APGD pair costs about 7 PGD-20s per image and Table 2 has 21 runs over five seeds
+AUTOATTACK_N = {"mini": 200}
 
 
 def default_n(preset: str) -> int | None:
@@ -115,6 +118,8 @@ class Study:
     sweep_methods: tuple[str, ...] | None = None  # default: SWEEP_METHODS of the preset
     later_methods: bool = False  # add GradAlign and N-FGSM to Tables 2–4 and Figure 5
     autoattack: bool = True  # Tables 2–4's AutoAttack column (the slowest evaluation by far)
+    # its test images, the first of the `n` drawn; "preset": AUTOATTACK_N's, else all `n`
+    autoattack_n: int | str | None = "preset"
     # training seeds; default: study.json's (what reproduce trained), else SEEDS, else the
     # preset's seed (a `seed` in config: that one alone)
     seeds: tuple[int, ...] | None = None
@@ -137,6 +142,10 @@ class Study:
             raise ValueError(f"few_seeds must be at least 1, not {self.few_seeds}")
         if self.n == "preset":
             self.n = default_n(self.preset)
+        if self.autoattack_n == "preset":
+            self.autoattack_n = AUTOATTACK_N.get(self.preset)
+        if self.autoattack_n is None or (self.n is not None and self.autoattack_n > self.n):
+            self.autoattack_n = self.n
         if self.sweep_eps is None:
             self.sweep_eps = SWEEP_EPS.get(self.preset, SWEEP_EPS_DEFAULT)
         if self.sweep_methods is None:
@@ -225,14 +234,16 @@ class Study:
         attacks: tuple[str, ...],
         epochs: Epochs = "all",
         eps255: float | None = None,
+        images: int | None = None,
     ) -> pd.DataFrame:
-        """Accuracy per (epoch, attack) on this study's test images (budget in /255)."""
+        """Accuracy per (epoch, attack) on this study's test images (budget in /255), or on the
+        first `images` of them."""
         return evaluate_run(
             run,
             attacks,
             epochs,
             eps255=eps255,
-            n=self.n,
+            n=self.n if images is None else images,
             seed=self.seed,
             device=self.device,
             data_dir=self.data_dir,
