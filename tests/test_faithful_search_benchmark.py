@@ -1,0 +1,75 @@
+"""benchmarks/faithful_search.py's pre-registered rules on hand-made screen tables: the cheapest
+passing candidate is chosen, and when none passes, round 2's fallback keeps the one closest to
+passing (most seeds with C1, then the highest best / PGD-10). No training."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def script(monkeypatch) -> ModuleType:
+    """The script, imported as a module (it imports common.py beside it)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(
+        "faithful_search", BENCHMARKS / "faithful_search.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "faithful_search", module)  # its dataclass looks itself up
+    spec.loader.exec_module(module)
+    return module
+
+
+def screen(rows: list[tuple[str, bool | None, float, float]]) -> pd.DataFrame:
+    """A screen table of (candidate, C1, best / PGD-10, collapse / E), two seeds each."""
+    return pd.DataFrame(
+        [
+            {
+                "candidate": name,
+                "seed": 101 + i % 2,
+                "C1": c1,
+                "best / PGD-10": ratio,
+                "collapse / E": fraction,
+                "s/epoch": 10.0,
+            }
+            for i, (name, c1, ratio, fraction) in enumerate(rows)
+        ]
+    )
+
+
+def test_the_cheapest_passing_candidate_is_chosen(script) -> None:
+    nan = float("nan")
+    table = screen(
+        [
+            *[("T1", True, 0.8, 0.5), ("T1", True, 0.7, 0.6)],  # 20 epochs: cheaper than T2
+            *[("T2", True, 0.9, 0.7), ("T2", True, 0.9, 0.7)],
+            *[("T3", True, 0.9, 0.7), ("T3", False, 0.9, nan)],
+        ]
+    )
+    chosen, _ = script.choose(table, script.ROUND2)
+    assert chosen == "T1"
+
+
+def test_without_a_passing_candidate_the_closest_counts_c1_seeds_before_the_ratio(script) -> None:
+    nan = float("nan")
+    table = screen(
+        [
+            *[("T1", False, 0.9, nan), ("T1", False, 0.95, nan)],
+            *[("T2", False, 0.6, nan), ("T2", True, 0.62, 0.87)],
+            *[("T3", False, 0.7, nan), ("T3", True, 0.65, 0.9)],
+            *[("T4", False, 1.03, nan), ("T4", False, 0.8, nan)],
+        ]
+    )
+    chosen, text = script.choose(table, script.ROUND2)
+    assert chosen is None and "no candidate passes" in text
+    kept, ranking = script.closest(table, script.ROUND2)
+    assert kept == "T3"  # one C1 seed like T2, the higher ratio; T4's ratio counts after seeds
+    assert ranking.index("T3") < ranking.index("T2") < ranking.index("T4")
