@@ -67,8 +67,8 @@ class MonitorHook:
 
     def best_column(self, metrics: pd.DataFrame) -> str:
         """The column best.pt is chosen by: the best probe's, or the gap signal's robust accuracy
-        without one (or in a run begun before the best probe existed, whose early epochs lack
-        it; the config checks that the gap signal runs then)."""
+        without one (the config then checks the gap signal runs) or in a run begun before the
+        best probe existed, whose early epochs lack it (such runs kept best.pt only with gap)."""
         column = "monitor_best_acc"
         measured = self.best is not None and column in metrics and metrics[column].notna().all()
         return column if measured else "monitor_robust_acc"
