@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -101,3 +103,15 @@ def kill_after_first_epoch(
 def method_state(run: Run, epoch: int) -> dict:
     """The method state saved with `epoch`, per-example buffers included."""
     return {**run.load_checkpoint(epoch)["method"], **run.load_examples(epoch)}
+
+
+def import_benchmark(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
+    """benchmarks/<name>.py imported as a module (it imports common.py and others beside it),
+    registered under its name for the test's duration (a dataclass in it looks itself up)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module

@@ -4,28 +4,18 @@ passing (most seeds with C1, then the highest best / PGD-10). No training."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import import_benchmark
 
 
 @pytest.fixture
 def script(monkeypatch) -> ModuleType:
-    """The script, imported as a module (it imports common.py beside it)."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "faithful_search", BENCHMARKS / "faithful_search.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "faithful_search", module)  # its dataclass looks itself up
-    spec.loader.exec_module(module)
-    return module
+    """The script, imported as a module."""
+    return import_benchmark(monkeypatch, "faithful_search")
 
 
 def screen(rows: list[tuple[str, bool | None, float, float]]) -> pd.DataFrame:

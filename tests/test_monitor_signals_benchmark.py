@@ -4,17 +4,16 @@ the choice is committed in git. No training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import import_benchmark
+
 # two FGSM runs collapse (lasting drops at 10 and 20), one FGSM and one PGD-10 run do not
 RUNS = [("fgsm-1", "fgsm", 10), ("fgsm-2", "fgsm", 20), ("fgsm-3", "fgsm", None),
         ("pgd10-1", "pgd10", None)]  # fmt: skip
@@ -23,14 +22,8 @@ COST = {"underfit": 7.0, "align": 2.0, "elle": 4.0, "distortion": 3.0}
 
 @pytest.fixture
 def script(monkeypatch) -> ModuleType:
-    """The script, imported as a module (it imports common.py and monitor_check.py beside it)."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "monitor_signals", BENCHMARKS / "monitor_signals.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script, imported as a module."""
+    return import_benchmark(monkeypatch, "monitor_signals")
 
 
 def replays(flags: dict[int, tuple[str, dict[str, list[int]]]]) -> pd.DataFrame:
