@@ -208,11 +208,12 @@ def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
     assert TARGETS["table3"].evaluated_attacks(Study(tmp_path, "paper-cifar10-wrn34"))[4] == (
         "autoattack"
     )
-    # the subset is stated in the caption of the tables it fills
+    # the subsets (of the attacks, of the test images) are stated in the caption of the tables
     assert table2.table_caption(study) == (
         "Table 2: PreAct ResNet-18 on CIFAR-10 (AutoAttack: autoattack-apgd, the authors' "
-        "APGD-CE and APGD-T only, 100 iterations each)"
+        "APGD-CE and APGD-T only, 100 iterations each; on 200 of the 1,000 test images)"
     )
+    assert table2.table_caption(Study(tmp_path, "mini", autoattack_n=1000)).endswith("each)")
     assert table2.table_caption(Study(tmp_path, "paper-cifar10-prn18")) == table2.caption
     no_aa = Study(tmp_path, "mini", autoattack=False)
     assert table2.table_caption(no_aa) == table2.caption

@@ -67,7 +67,7 @@ class MethodTable(PaperTable):
         if study.autoattack_spec != AUTOATTACK_DEFAULT:
             notes.append(f"{study.autoattack_spec}, {SUBSET_NOTE}")
         if study.autoattack_n != study.n:
-            notes.append(f"on {study.autoattack_n} of the {study.n} test images")
+            notes.append(f"on {study.autoattack_n:,} of the {study.n:,} test images")
         return f"{self.caption} (AutoAttack: {'; '.join(notes)})" if notes else self.caption
 
     def write(self, study: Study, out: Path) -> list[Path]:
