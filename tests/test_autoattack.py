@@ -214,6 +214,8 @@ def test_tables_2_to_4_have_the_autoattack_column(tmp_path):
         "APGD-CE and APGD-T only, 100 iterations each; on 200 of the 1,000 test images)"
     )
     assert table2.table_caption(Study(tmp_path, "mini", autoattack_n=1000)).endswith("each)")
+    whole = Study(tmp_path, "paper-cifar10-prn18", autoattack_n=2000)  # n: the whole test set
+    assert table2.table_caption(whole) == f"{table2.caption} (AutoAttack: on 2,000 test images)"
     assert table2.table_caption(Study(tmp_path, "paper-cifar10-prn18")) == table2.caption
     no_aa = Study(tmp_path, "mini", autoattack=False)
     assert table2.table_caption(no_aa) == table2.caption

@@ -67,7 +67,8 @@ class MethodTable(PaperTable):
         if study.autoattack_spec != AUTOATTACK_DEFAULT:
             notes.append(f"{study.autoattack_spec}, {SUBSET_NOTE}")
         if study.autoattack_n != study.n:
-            notes.append(f"on {study.autoattack_n:,} of the {study.n:,} test images")
+            of = f" of the {study.n:,}" if study.n else ""  # n None: the whole test set
+            notes.append(f"on {study.autoattack_n:,}{of} test images")
         return f"{self.caption} (AutoAttack: {'; '.join(notes)})" if notes else self.caption
 
     def write(self, study: Study, out: Path) -> list[Path]:
