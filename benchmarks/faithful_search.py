@@ -147,6 +147,11 @@ def read_curve(path: Path) -> pd.Series:
     return Run(path).metrics().set_index("epoch")["test_pgd20_acc"]
 
 
+def study_minutes(summary: pd.DataFrame, by_name: dict[str, Candidate]) -> list[float]:
+    """Each candidate's (the index) estimated study minutes from its `seconds` per epoch."""
+    return [by_name[name].study_minutes(row.seconds) for name, row in summary.iterrows()]
+
+
 def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str | None, str]:
     """The pre-registered rule: the cheapest candidate passing on both seeds; within 15 % of
     it, the one whose collapse comes closest to the paper's 21/30 of training."""
@@ -164,9 +169,7 @@ def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str 
     summary = passing.groupby("candidate").agg(
         fraction=("collapse / E", "mean"), seconds=("s/epoch", "first")
     )
-    summary["minutes"] = [
-        by_name[name].study_minutes(row.seconds) for name, row in summary.iterrows()
-    ]
+    summary["minutes"] = study_minutes(summary, by_name)
     near = summary[summary["minutes"] <= 1.15 * summary["minutes"].min()]
     chosen = (near["fraction"] - PAPER_COLLAPSE).abs().idxmin()
     text = summary.round(3).to_markdown()
@@ -183,9 +186,7 @@ def closest(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str
         best_over_pgd10=("best / PGD-10", "mean"),
         seconds=("s/epoch", "first"),
     )
-    summary["minutes"] = [
-        by_name[name].study_minutes(row.seconds) for name, row in summary.iterrows()
-    ]
+    summary["minutes"] = study_minutes(summary, by_name)
     summary = summary.sort_values(["C1_seeds", "best_over_pgd10"], ascending=False)
     return str(summary.index[0]), summary.round(3).to_markdown()
 

@@ -33,7 +33,7 @@ import seaborn as sns
 from common import RESULTS, write_result
 
 from robdrop.analysis import evaluate_run
-from robdrop.training.best import best_epoch
+from robdrop.training.best import best_epoch, probe_best_column
 from robdrop.training.config import make_config
 from robdrop.training.monitor.rule import UnderfitRule
 from robdrop.training.runs import Run
@@ -108,8 +108,7 @@ def fgsm_row(full: Run, stopped: Run | None, n: int) -> dict:
     lasting = lasting_drop(wide)
     if stopped is None:
         stop_epoch = flags[0] if flags else None
-        chosen_by = "monitor_best_acc" if "monitor_best_acc" in m else "monitor_robust_acc"
-        kept = m[chosen_by].loc[: stop_epoch or len(m)]  # as best.pt chooses (hook.py)
+        kept = m[probe_best_column(m)].loc[: stop_epoch or len(m)]  # as best.pt chooses
         best, same = best_epoch(kept), "(read off)"
     else:
         stop_epoch = stopped.info.get("stopped", {}).get("epoch")

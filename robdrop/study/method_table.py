@@ -105,13 +105,14 @@ class MethodTable(PaperTable):
         aa = study.autoattack_spec
         attacks = [a for a in self.evaluated_attacks(study) if a != aa]
         table = study.evaluate(run, tuple(attacks), "last")
-        sanity_input = table
+        sanity_input, aa_images = table, {}
         if self.has_autoattack and study.autoattack:
             # the study's AutoAttack fills the AutoAttack column; its sanity check compares it
             # with PGD-20 on the same (first autoattack_n) test images
             paired = study.evaluate(run, (aa, "pgd20"), "last", images=study.autoattack_n)
             sanity_input = pd.concat([table[table["attack"] != "pgd20"], paired])
             table = pd.concat([table, paired[paired["attack"] == aa]])
+            aa_images = {f"n_{AUTOATTACK}": int(paired["n"].iloc[0])}
         acc = table.set_index("attack")["accuracy"].rename({aa: AUTOATTACK})
         metrics = run.metrics()
         seconds = metrics["seconds"]
@@ -127,9 +128,8 @@ class MethodTable(PaperTable):
             **timing,
             "collapse_epoch": collapse,
             "n": int(table["n"].iloc[0]),
+            **aa_images,
         }
-        if AUTOATTACK in acc:
-            row[f"n_{AUTOATTACK}"] = int(table.set_index("attack").loc[aa, "n"])
         if self.has_autoattack:
             row[SANITY] = sanity_table(sanity_input)["sanity"].item()
         return row

@@ -16,3 +16,11 @@ import pandas as pd
 def best_epoch(accuracy: pd.Series) -> int:
     """The epoch (the series' index) of the highest accuracy, the latest of any ties."""
     return int(accuracy[accuracy == accuracy.max()].index[-1])
+
+
+def probe_best_column(metrics: pd.DataFrame) -> str:
+    """The metrics.csv column that picks best.pt (probe-best): the best probe's
+    `monitor_best_acc` when it was measured at every epoch, else the gap signal's
+    `monitor_robust_acc` (`--best-size 0`, or a run begun before the best probe existed)."""
+    column = "monitor_best_acc"
+    return column if column in metrics and metrics[column].notna().all() else "monitor_robust_acc"

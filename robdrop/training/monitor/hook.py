@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from robdrop.data import Dataset
-from robdrop.training.best import best_epoch
+from robdrop.training.best import best_epoch, probe_best_column
 from robdrop.training.config import Reaction, TrainConfig
 from robdrop.training.monitor.best_probe import BestProbe
 from robdrop.training.monitor.rule import Rule
@@ -65,19 +65,11 @@ class MonitorHook:
         flag = self.rule.check({**row, **columns}, earlier, self.epochs)
         return {**columns, "monitor_flag": flag}
 
-    def best_column(self, metrics: pd.DataFrame) -> str:
-        """The column best.pt is chosen by: the best probe's, or the gap signal's robust accuracy
-        without one (the config then checks the gap signal runs) or in a run begun before the
-        best probe existed, whose early epochs lack it (such runs kept best.pt only with gap)."""
-        column = "monitor_best_acc"
-        measured = self.best is not None and column in metrics and metrics[column].notna().all()
-        return column if measured else "monitor_robust_acc"
-
     def react(self, run: Run, metrics: pd.DataFrame, state: TrainingState) -> bool:
         """Keep best.pt, warn on a flag, and say whether to stop."""
         row = metrics.iloc[-1]
-        if self.on_underfit != "warn":  # probe-best
-            column = self.best_column(metrics)
+        if self.on_underfit != "warn":  # probe-best (without the best probe the config
+            column = probe_best_column(metrics)  # checks the gap signal runs)
             probe = metrics.set_index("epoch")[column]
             if best_epoch(probe) == row["epoch"]:
                 weights = state.model.state_dict()
