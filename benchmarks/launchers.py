@@ -4,6 +4,8 @@
 
     python benchmarks/launchers.py --data-dir ../shared/data
     python benchmarks/launchers.py --data-dir ../shared/data --parallel 2 --only figure2
+    python benchmarks/launchers.py --data-dir ../shared/data --only figure1,figure2 --seeds 1 \
+        --few-seeds 1 --n 500
 
 The two studies are timed end to end (training, analyses, drawing), one after the other on an
 otherwise idle machine; the result, with the share of each that went to training, goes to
@@ -27,13 +29,17 @@ from common import write_result
 
 
 def timed_study(args: list[str], root: Path, threads: int) -> tuple[float, pd.DataFrame]:
-    """`robdrop reproduce *args` under `root` with `threads` threads: (seconds, timings.csv)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "robdrop", "reproduce", *args]
-    command += ["--out", str(root / "runs"), "--figures-dir", str(root / "figures")]
-    start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    return time.perf_counter() - start, pd.read_csv(root / "figures" / "timings.csv")
+    """`robdrop reproduce *args` under `root` with `threads` threads: (seconds, timings.csv).
+    A study timed before under `root` (its wall_seconds.txt) is read, not run again."""
+    wall = root / "wall_seconds.txt"
+    if not wall.is_file():
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        command = [sys.executable, "-m", "robdrop", "reproduce", *args]
+        command += ["--out", str(root / "runs"), "--figures-dir", str(root / "figures")]
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True)
+        wall.write_text(f"{time.perf_counter() - start}\n")
+    return float(wall.read_text()), pd.read_csv(root / "figures" / "timings.csv")
 
 
 @click.command()
@@ -42,14 +48,35 @@ def timed_study(args: list[str], root: Path, threads: int) -> tuple[float, pd.Da
 @click.option("--parallel", default=2, help="Runs at once in the parallel study.")
 @click.option("--threads", type=int, help="Threads of the sequential study (default: all).")
 @click.option("--only", help="Targets to make (default: the whole study).")
-def main(data_dir: str, preset: str, parallel: int, threads: int | None, only: str | None) -> None:
+@click.option("--seeds", help="Training seeds (default: the preset's).")
+@click.option("--few-seeds", type=int, help="Seeds of the costly methods (default: the preset's).")
+@click.option("--n", type=int, help="Test images per evaluation (default: the preset's).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    help="Where the two studies go, kept (default: a temporary folder); a study already timed "
+    "there is read, not run again (delete its folder to time it anew).",
+)
+def main(
+    data_dir: str,
+    preset: str,
+    parallel: int,
+    threads: int | None,
+    only: str | None,
+    seeds: str | None,
+    few_seeds: int | None,
+    n: int | None,
+    root: Path | None,
+) -> None:
     threads = threads or torch.get_num_threads()
-    args = ["--preset", preset, "--data-dir", data_dir, *(["--only", only] if only else [])]
+    chosen = {"--only": only, "--seeds": seeds, "--few-seeds": few_seeds, "--n": n}
+    options = [str(part) for key, v in chosen.items() if v is not None for part in (key, v)]
+    args = ["--preset", preset, "--data-dir", data_dir, *options]
     launched = [*args, "--launcher", "local", "--parallel", str(parallel)]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, study in (("sequential", args), (f"local --parallel {parallel}", launched)):
-            seconds, timings = timed_study(study, Path(folder) / name.split()[0], threads)
+            seconds, timings = timed_study(study, (root or Path(folder)) / name.split()[0], threads)
             training = timings.loc[timings["kind"] == "train", "total_seconds"].max()
             rows.append(
                 {
@@ -62,7 +89,7 @@ def main(data_dir: str, preset: str, parallel: int, threads: int | None, only: s
     table = pd.DataFrame(rows)
     ratio = rows[0]["wall minutes"] / rows[1]["wall minutes"]
     body = (
-        f"`robdrop reproduce --preset {preset}`{f' --only {only}' if only else ''}, each study "
+        f"`robdrop reproduce --preset {preset} {' '.join(options)}`, each study "
         f"in a fresh folder.\n\n{table.to_markdown(index=False)}\n\n"
         f"The parallel study took {1 / ratio:.2f}× the sequential one's wall time."
     )

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,14 +19,14 @@ import torch
 
 from robdrop.cli import parse_options
 from robdrop.study import Study
-from robdrop.study.launchers import Launcher, train_args
+from robdrop.study.launchers import Entry, Fleet, Launcher, train_args
 from robdrop.training.config import make_config
 from tests.fingerprints import PORTABLE_ENV, REPO, _hash_tensors
 from tests.test_reproduce import TINY
 
 pytest.importorskip("submitit")
 
-# Figure 5 over three FGSM runs (ε = 4, 6, 8), two tiny epochs each, its last epochs evaluated
+# Figure 5 over three FGSM runs (ε = 4, 6, 8), three tiny epochs each, its last epochs evaluated
 # on 32 test images; with two jobs at a time the third waits for a free slot
 SWEEP = ("--only", "figure5", "--sweep-method", "fgsm", "--sweep-eps", "4,6,8")
 STOPPED, KILLED = "mini-fgsm-eps4-seed1", "mini-fgsm-eps6-seed1"
@@ -33,7 +34,10 @@ STOPPED, KILLED = "mini-fgsm-eps4-seed1", "mini-fgsm-eps6-seed1"
 
 def study_args(data_dir: Path, root: Path, *extra: str) -> list[str]:
     """`robdrop reproduce` of the tiny Figure 5 under `root`."""
-    settings = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    # three epochs: a signal sent as epoch 1 is saved lands before the last minibatch even
+    # where a tiny epoch takes a fraction of a second
+    tiny = {**TINY, "epochs": 3}
+    settings = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
     return [
         "reproduce", "--preset", "mini", *SWEEP, "--out", str(root / "runs"),
         "--figures-dir", str(root / "figures"), "--data-dir", str(data_dir), "--n", "32",
@@ -75,19 +79,18 @@ def train_process(run: str) -> int | None:
 
 
 def stop_in_second_epoch(runs: Path, how: dict[str, signal.Signals], deadline: float) -> None:
-    """Send each run's `robdrop train` its signal a moment after its epoch 1 is saved (SIGTERM
-    then most likely lands amid epoch 2's minibatches); the run must not have finished."""
-    waiting, seen = dict(how), {}
+    """Send each run's `robdrop train` its signal as soon as its epoch 1 is saved (SIGTERM then
+    lands in epoch 2, or at the latest in epoch 3's first minibatches); the run must not have
+    finished."""
+    waiting = dict(how)
     while waiting and time.time() < deadline:
         for run, sig in list(waiting.items()):
             pid = train_process(run)
             if pid is None or not (runs / run / "epoch-001.pt").exists():
                 continue
-            seen.setdefault(run, time.time())
-            if time.time() - seen[run] > 0.3:
-                os.kill(pid, sig)
-                del waiting[run]
-                assert not (runs / run / "epoch-002.pt").exists(), "the signal came too late"
+            os.kill(pid, sig)
+            del waiting[run]
+            assert not (runs / run / "epoch-003.pt").exists(), "the signal came too late"
         time.sleep(0.02)
     assert not waiting, f"never saw {sorted(waiting)} train"
 
@@ -138,6 +141,55 @@ def test_slurm_jobs_carry_the_options(tmp_path: Path, monkeypatch: pytest.Monkey
     assert launcher.environment(0)["OMP_NUM_THREADS"] == "8"
 
 
+def test_an_analysis_takes_the_free_slots_and_their_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the main process's figure waits for a free slot, takes every free one with
+    their threads, and no run starts in them meanwhile; afterwards its threads are restored."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = Study(tmp_path, "mini", seeds=(1, 2, 3))
+    fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
+    busy, waiting, _ = fleet.entries.values()
+    busy.status, busy.slot, busy.job = "running", 0, "job"
+    submitted: list[str] = []
+
+    def submit(entry: Entry) -> None:  # as Fleet._submit, without a job
+        entry.slot, entry.status, entry.job = fleet._free_slot(), "running", "job"
+        submitted.append(entry.spec.name)
+
+    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
+    monkeypatch.setattr(fleet, "_submit", submit)
+    before = torch.get_num_threads()
+    with fleet.analysing():
+        assert torch.get_num_threads() == 1  # slot 1 alone, one thread of the two
+        fleet._update()
+        assert submitted == []  # no run starts in the analysis's slot
+    assert torch.get_num_threads() == before
+    fleet._update()
+    assert submitted == [waiting.spec.name]
+
+    # every slot taken by a run: the analysis waits, and a slot freed goes to it, not to a run
+    threads: list[int] = []
+
+    def analyse() -> None:
+        with fleet.analysing():
+            threads.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=analyse)
+    worker.start()
+    time.sleep(0.3)
+    assert worker.is_alive() and fleet._wanted
+    with fleet._changed:
+        busy.status, busy.slot = "done", None
+        fleet._update()  # the third run waits; the freed slot is the analysis's
+        fleet._changed.notify_all()
+    worker.join(timeout=10)
+    assert threads == [1] and submitted == [waiting.spec.name]
+    waiting.status, waiting.slot = "done", None
+    with fleet.analysing():  # nothing running: every thread
+        assert torch.get_num_threads() == 2
+
+
 @pytest.mark.slow
 def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     data_dir: Path, tmp_path: Path
@@ -154,7 +206,7 @@ def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     out = finished(first)
     # SIGTERM: partial.pt, the job ends cleanly and the run is submitted again
     assert f"[{STOPPED}] queued: stopped by SIGTERM (saved); submitted as job" in out, out[-3000:]
-    assert (launched / "runs" / STOPPED / "epoch-002.pt").exists()
+    assert (launched / "runs" / STOPPED / "epoch-003.pt").exists()
     # SIGKILL: the run fails, the others go on, the command says how to continue it
     assert first.returncode == 1, out[-3000:]
     assert f"[{KILLED}] failed:" in out and f"- {KILLED}: " in out

@@ -9,7 +9,9 @@ says why; the next `robdrop reproduce` submits it again, resuming from the last 
 Job ids are kept in `<study root>/.jobs/jobs.json`, so a reproduction started again reattaches
 to the jobs still queued or running instead of submitting them twice. A background thread
 watches the jobs and keeps the local slots full while the main thread draws the figures whose
-runs are done.
+runs are done; on a CPU the drawing takes the free slots and their threads for itself (no run
+starts in them meanwhile), so the runs and the analyses never ask for more threads than there
+are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import json
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -95,6 +98,8 @@ class Launcher:
     account: str | None = None  # slurm
     sbatch: dict[str, str | bool] = field(default_factory=dict)  # slurm: more #SBATCH options
     poll_seconds: float | None = None  # default: 1 s locally, 30 s on SLURM
+    # local: the CPU threads divided between the slots (this process's, when it was made)
+    threads: int = field(default_factory=torch.get_num_threads)
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "slurm"):
@@ -108,6 +113,17 @@ class Launcher:
         return self.parallel if self.kind == "local" else None
 
     @property
+    def slot_threads(self) -> int:
+        """local: the CPU threads of one slot."""
+        return max(1, self.threads // self.parallel)
+
+    @property
+    def shares_cpu(self) -> bool:
+        """Whether the runs and this process's analyses compete for the CPU threads (local
+        without GPUs), so that an analysis must take slots of its own."""
+        return self.kind == "local" and not torch.cuda.is_available()
+
+    @property
     def poll(self) -> float:
         return self.poll_seconds or (1.0 if self.kind == "local" else 30.0)
 
@@ -115,7 +131,7 @@ class Launcher:
         """What the run in `slot` trains with: its threads and its GPU."""
         env: dict[str, str] = {}
         if self.kind == "local":
-            threads = str(max(1, torch.get_num_threads() // self.parallel))
+            threads = str(self.slot_threads)
             env |= {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
             if torch.cuda.is_available():
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % torch.cuda.device_count())
@@ -251,6 +267,8 @@ class Fleet:
         self.executor = launcher.executor(self.folder)
         self.start = time.perf_counter()
         self._changed = threading.Condition()
+        self._held: set[int] = set()  # slots this process's analysis has taken
+        self._wanted = False  # an analysis waits for a slot: no run may take a freed one
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._watch, name="robdrop-fleet", daemon=True)
         self._bar = tqdm(total=len(specs), desc=f"runs ({launcher.kind})", unit="run",
@@ -277,6 +295,30 @@ class Fleet:
             raise self._error
         return [n for n in names if self.entries[n].status == "failed"]
 
+    @contextmanager
+    def analysing(self) -> Iterator[None]:
+        """This process makes a figure or table. Where it shares the CPU with the runs (local,
+        no GPU), it waits for a free slot, takes every free one with their threads and keeps
+        runs out of them until it is done; elsewhere it goes ahead as it is."""
+        if not self.launcher.shares_cpu:
+            yield
+            return
+        with self._changed:
+            self._wanted = True
+            while not (free := self._free_slots()):
+                if self._error is not None:
+                    raise self._error
+                self._changed.wait(timeout=5.0)
+            self._held, self._wanted = set(free), False
+        before = torch.get_num_threads()
+        torch.set_num_threads(min(self.launcher.threads, len(free) * self.launcher.slot_threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+            with self._changed:
+                self._held = set()
+
     @property
     def failed(self) -> list[Entry]:
         return [e for e in self.entries.values() if e.status == "failed"]
@@ -285,8 +327,8 @@ class Fleet:
     def _watch(self) -> None:
         try:
             while True:
-                self._update()
                 with self._changed:
+                    self._update()
                     self._changed.notify_all()
                 if all(e.finished for e in self.entries.values()):
                     return
@@ -324,7 +366,7 @@ class Fleet:
                 continue
             self._ended(entry)
         for entry in self.entries.values():
-            if entry.status == "waiting" and self._free_slot() is not None:
+            if entry.status == "waiting" and not self._wanted and self._free_slot() is not None:
                 self._submit(entry)
         counts = {s: sum(e.status == s for e in self.entries.values()) for s in STATUSES}
         self._bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -346,13 +388,17 @@ class Fleet:
             entry.slot = None
             self._set(entry, "failed", f"{entry.note} (log: {entry.job.paths.stdout})")
 
-    def _free_slot(self) -> int | None:
-        """A local slot no job holds (SLURM: always one)."""
+    def _free_slots(self) -> list[int]:
+        """The local slots neither a job nor an analysis holds (SLURM: always slot 0)."""
         slots = self.launcher.slots
         if slots is None:
-            return 0
+            return [0]
         taken = {e.slot for e in self.entries.values() if not e.finished and e.slot is not None}
-        return next((s for s in range(slots) if s not in taken), None)
+        return [s for s in range(slots) if s not in taken | self._held]
+
+    def _free_slot(self) -> int | None:
+        """A slot a run may start in, if any."""
+        return next(iter(self._free_slots()), None)
 
     def _submit(self, entry: Entry, slot: int | None = None, why: str = "") -> None:
         """Submit the run's command as a job in `slot` (a free one by default)."""

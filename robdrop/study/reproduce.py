@@ -202,7 +202,8 @@ def _launch(study: Study, steps: list[Step], launcher: Launcher, timings: Timing
                 tqdm.write(f"[{step.name}] left out: a run it needs failed")
                 continue
             tqdm.write(f"[{step.name}] its runs are done: making it")
-            timings.run(step)
+            with fleet.analysing():
+                timings.run(step)
     for step in (s for s in steps if s.spec is not None):
         entry = fleet.entries[step.name]
         if entry.status == "done":
