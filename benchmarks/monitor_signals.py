@@ -14,13 +14,20 @@ docs/results/monitor_signals_calibration.md. `judge` refuses to run unless that 
 committed in git, then trains the held-out FGSM seeds, replays the chosen rules over them once
 and writes docs/results/monitor_signals_heldout.md and monitor_signals.png.
 
+The comparison is many hours of CPU, more than one session: each run, once complete, leaves the
+three files the comparison reads (run.json, metrics.csv, monitor.csv; a few kB, no checkpoints)
+in ARCHIVE, which is committed, and a run found complete there is read, not trained again. So
+`calibrate` and `judge` can be run again in later sessions until every run is done; the choice
+and the reports are made only then.
+
 `--seeds`, `--other-seeds`, `--methods`, `--epochs` and `--tiny` (a seconds-long model and data)
-make a smoke test; `--chosen` and `--results` move its files out of the repository.
+make a smoke test; `--chosen`, `--results` and `--archive` move its files out of the repository.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +48,9 @@ from robdrop.training.monitor.rule import RULES
 from robdrop.training.runs import Run
 
 CHOSEN = Path(__file__).resolve().parent / "monitor_signals_chosen.json"
+# the complete runs' files, committed, so that a comparison longer than a session goes on
+ARCHIVE = Path(__file__).resolve().parent / "data" / "monitor_signals"
+KEPT = ("run.json", "metrics.csv", "monitor.csv")  # all the replay and the reports read
 SIGNALS = "gap,align,elle,distortion"
 EVERY = 8  # iterations between measurements inside an epoch (a mini epoch has 32)
 TRUTH = "test_pgd20_acc"  # the quick check: PGD-20 (ε 8/255, step 2/255, random start)
@@ -100,10 +110,34 @@ def run_name(method: str, seed: int, epochs: int, tiny: bool) -> str:
     return f"signals-{method}-seed{seed}-{epochs}ep" + ("-tiny" if tiny else "")
 
 
-def train(data_dir: str, out: Path, method: str, seed: int, epochs: int, tiny: bool) -> Run:
+def archived(archive: Path, name: str, epochs: int) -> Run | None:
+    """The run `name` as an earlier session kept it in `archive`, if it is complete there."""
+    path = archive / name
+    if not (path / "run.json").is_file():
+        return None
+    run = Run(path)
+    return run if run.metrics().get("epoch", pd.Series()).max() == epochs else None
+
+
+def keep(run: Run, archive: Path) -> Run:
+    """Copy the files the comparison reads of a complete run into `archive`; the copy."""
+    kept = archive / run.name
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (run.path / name).is_file():
+            shutil.copy2(run.path / name, kept / name)
+    return Run(kept)
+
+
+def train(
+    data_dir: str, out: Path, method: str, seed: int, epochs: int, tiny: bool, archive: Path
+) -> Run:
     """One job: `robdrop train … --resume` with one thread (two such jobs share the 2 cores),
-    all four signals measured after every epoch and every EVERY iterations."""
+    all four signals measured after every epoch and every EVERY iterations; the run as kept in
+    `archive` (read from there without training when an earlier session completed it)."""
     name = run_name(method, seed, epochs, tiny)
+    if (done := archived(archive, name, epochs)) is not None:
+        return done
     args = [
         "--method", method, "--preset", "mini", "--seed", str(seed), "--epochs", str(epochs),
         "--data-dir", data_dir, "--monitor", SIGNALS, "--monitor-every", str(2 if tiny else EVERY),
@@ -112,15 +146,15 @@ def train(data_dir: str, out: Path, method: str, seed: int, epochs: int, tiny: b
     run = Run(train_job(out, name, args))
     if run.last_epoch() != epochs:
         raise RuntimeError(f"{name} stopped before epoch {epochs}; see {out / name}.log")
-    return run
+    return keep(run, archive)
 
 
 def train_all(
-    data_dir: str, out: Path, jobs: list[tuple[str, int]], epochs: int, tiny: bool
+    data_dir: str, out: Path, jobs: list[tuple[str, int]], epochs: int, tiny: bool, archive: Path
 ) -> dict[str, Run]:
-    """Every (method, seed) job, two at a time; the runs by name."""
+    """Every (method, seed) job, two at a time; the runs (as kept in `archive`) by name."""
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda j: train(data_dir, out, *j, epochs, tiny), jobs))
+        runs = list(pool.map(lambda j: train(data_dir, out, *j, epochs, tiny, archive), jobs))
     return {run.name: run for run in runs}
 
 
@@ -342,6 +376,12 @@ common_options = [
     click.option("--tiny", is_flag=True, help="A seconds-long model and data: smoke tests only."),
     click.option("--chosen", type=click.Path(path_type=Path), default=CHOSEN),
     click.option("--results", type=click.Path(path_type=Path), default=RESULTS),
+    click.option(
+        "--archive",
+        type=click.Path(path_type=Path),
+        default=ARCHIVE,
+        help="Where complete runs' files are kept (commit them) and read from.",
+    ),
 ]
 
 
@@ -358,11 +398,11 @@ def with_common(f: Any) -> Any:
 @click.option("--methods", default=",".join(OTHER_METHODS), help="The other methods.")
 def calibrate(
     data_dir: str, out: Path, epochs: int, tiny: bool, chosen: Path, results: Path,
-    seeds: str, other_seeds: str, methods: str,
+    archive: Path, seeds: str, other_seeds: str, methods: str,
 ) -> None:  # fmt: skip
     """Train the calibration runs, replay every candidate rule, choose, write the choice."""
     work = jobs_of(["fgsm"], seed_list(seeds)) + jobs_of(methods.split(","), seed_list(other_seeds))
-    runs = train_all(data_dir, out, work, epochs, tiny)
+    runs = train_all(data_dir, out, work, epochs, tiny, archive)
     table = replay_rows(runs, candidates())
     cost = costs(runs)
     choice = choose(table, cost)
@@ -394,7 +434,14 @@ def calibrate(
 @with_common
 @click.option("--seeds", default=",".join(map(str, HELD_OUT)), help="Held-out FGSM seeds.")
 def judge(
-    data_dir: str, out: Path, epochs: int, tiny: bool, chosen: Path, results: Path, seeds: str
+    data_dir: str,
+    out: Path,
+    epochs: int,
+    tiny: bool,
+    chosen: Path,
+    results: Path,
+    archive: Path,
+    seeds: str,
 ) -> None:
     """Train the held-out FGSM seeds and judge the committed choice on them, once."""
     commit = committed(chosen) if chosen.is_file() else None
@@ -409,8 +456,8 @@ def judge(
             f"the choice was made on {choice['epochs']} epochs (tiny {choice['tiny']}): "
             "judge with the same --epochs and --tiny"
         )
-    held = train_all(data_dir, out, jobs_of(["fgsm"], seed_list(seeds)), epochs, tiny)
-    calibration = {name: Run(out / name) for name in choice["calibration runs"]}
+    held = train_all(data_dir, out, jobs_of(["fgsm"], seed_list(seeds)), epochs, tiny, archive)
+    calibration = {name: Run(archive / name) for name in choice["calibration runs"]}
     guarded = {n: r for n, r in calibration.items() if r.config.method_key in MUST_NOT_FLAG}
     settings = [c["settings"] for c in choice["per_rule"].values()]
     rows = replay_rows(held, settings)

@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from robdrop.training.config import make_config
+from robdrop.training.runs import Run
+
 from .conftest import import_benchmark
 
 # two FGSM runs collapse (lasting drops at 10 and 20), one FGSM and one PGD-10 run do not
@@ -113,3 +116,22 @@ def test_judge_refuses_until_the_choice_is_committed(script, tmp_path) -> None:
     changed = CliRunner().invoke(script.main, args)
     assert changed.exit_code == 1 and "must exist and be committed" in changed.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_run_kept_in_the_archive_is_read_not_trained(script, tmp_path) -> None:
+    """A comparison longer than a session: a complete run's files are kept (no checkpoints) and
+    read back without training; an incomplete one is trained (here: fails, no data)."""
+    name = script.run_name("fgsm", 1, 2, True)
+    trained = Run.create(tmp_path / "runs" / name, make_config("mini", method="fgsm"), {}, {})
+    trained.write_metrics(pd.DataFrame({"epoch": [1, 2], "test_pgd20_acc": [0.2, 0.1]}))
+    (trained.path / "epoch-002.pt").write_bytes(b"weights")
+    archive = tmp_path / "archive"
+    kept = script.keep(trained, archive)
+    assert sorted(p.name for p in kept.path.iterdir()) == ["metrics.csv", "run.json"]
+    missing = str(tmp_path / "no-data")
+    run = script.train(missing, tmp_path / "elsewhere", "fgsm", 1, 2, True, archive)
+    assert run.path == kept.path and run.metrics().equals(trained.metrics())
+    assert not (tmp_path / "elsewhere").exists()  # nothing was trained
+    assert script.archived(archive, name, 3) is None  # not complete at 3 epochs: trained
+    with pytest.raises(RuntimeError, match="failed"):
+        script.train(missing, tmp_path / "elsewhere", "fgsm", 1, 3, True, archive)
