@@ -5,6 +5,7 @@ analyses equal bit for bit to those of the sequential study; the SLURM jobs carr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,7 +21,9 @@ import torch
 
 from robdrop.cli import parse_options
 from robdrop.study import Study
+from robdrop.study import reproduce as reproduce_module
 from robdrop.study.launchers import Entry, Fleet, Launcher, train_args
+from robdrop.study.reproduce import Step, Timings
 from robdrop.training.config import make_config
 from tests.fingerprints import PORTABLE_ENV, REPO, _hash_tensors
 from tests.test_reproduce import TINY
@@ -188,6 +192,49 @@ def test_an_analysis_takes_the_free_slots_and_their_threads(
     waiting.status, waiting.slot = "done", None
     with fleet.analysing():  # nothing running: every thread
         assert torch.get_num_threads() == 2
+
+
+def test_runs_done_are_timed_before_each_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reproduction under a launcher killed while making a figure has already written the
+    times of the runs done before it to timings.csv."""
+
+    class DoneFleet:  # every run done already, in 60 s each
+        def __init__(self, launcher: object, root: Path, specs: list) -> None:
+            done = {"status": "done", "seconds": 60.0, "ended": time.perf_counter()}
+            self.entries = {n: SimpleNamespace(**done) for n in ("run-a", "run-b")}
+            self.failed: list = []
+
+        def __enter__(self) -> DoneFleet:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def wait(self, names: list[str]) -> list[str]:
+            return []
+
+        def analysing(self) -> contextlib.nullcontext:
+            return contextlib.nullcontext()
+
+    def killed() -> list[Path]:
+        raise KeyboardInterrupt  # as a kill while the second figure is made
+
+    monkeypatch.setattr(reproduce_module, "Fleet", DoneFleet)
+    spec = SimpleNamespace(name="spec")
+    steps = [
+        Step("train", "run-a", list, spec),
+        Step("figure", "first", list, needs=("run-a",)),
+        Step("train", "run-b", list, spec),
+        Step("figure", "second", killed, needs=("run-b",)),
+    ]
+    timings = Timings(tmp_path / "timings.csv", write=True)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce_module._launch(SimpleNamespace(root=tmp_path), steps, None, timings)
+    written = pd.read_csv(tmp_path / "timings.csv")
+    assert list(written["name"]) == ["run-a", "run-b", "first"]
+    assert list(written["seconds"]) == [60.0, 60.0, 0.0]
 
 
 @pytest.mark.slow

@@ -194,20 +194,30 @@ def reproduce(
 
 def _launch(study: Study, steps: list[Step], launcher: Launcher, timings: Timings) -> list[Entry]:
     """The runs as jobs of `launcher`; each figure and table as soon as its runs are done (one
-    whose runs failed is left out). The failed runs."""
-    runs = [s.spec for s in steps if s.spec is not None]
-    with Fleet(launcher, study.root, runs) as fleet:
+    whose runs failed is left out). The failed runs.
+
+    The runs done are added to timings.csv before each figure or table and at the end, so a
+    reproduction killed on the way still says where the time of its finished runs went."""
+    runs = [s for s in steps if s.spec is not None]
+    recorded: set[str] = set()
+
+    def record_done() -> None:
+        for step in runs:
+            entry = fleet.entries[step.name]
+            if entry.status == "done" and step.name not in recorded:
+                recorded.add(step.name)
+                timings.add(step, entry.seconds, [study.root / step.name], entry.ended)
+
+    with Fleet(launcher, study.root, [s.spec for s in runs]) as fleet:
         for step in (s for s in steps if s.kind != "train"):
             if fleet.wait(step.needs):
                 tqdm.write(f"[{step.name}] left out: a run it needs failed")
                 continue
+            record_done()
             tqdm.write(f"[{step.name}] its runs are done: making it")
             with fleet.analysing():
                 timings.run(step)
-    for step in (s for s in steps if s.spec is not None):
-        entry = fleet.entries[step.name]
-        if entry.status == "done":
-            timings.add(step, entry.seconds, [study.root / step.name], entry.ended)
+    record_done()
     return fleet.failed
 
 
