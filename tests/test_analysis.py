@@ -113,6 +113,14 @@ def test_own_generator_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(p
     assert ckpt.model.training  # unlocked again
 
 
+def test_reading_a_checkpoint_leaves_the_seeded_random_numbers_alone(pgd):
+    """Building the model before its weights are loaded draws initial weights; read first inside
+    a seeded evaluation, it must not shift that evaluation's random starts."""
+    state = torch.get_rng_state()
+    assert Checkpoint(pgd, 3, torch.device("cpu")).model is not None
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_crossacc_with_random_perturbations_equals_the_random_column(fgsm, pgd):
     table = cross_accuracy(pgd, 3, source_run=fgsm, perturb="random", n=48, device="cpu")
     assert list(table["epoch"]) == [1, 2, 3]

@@ -14,11 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from robdrop.analysis.common import fixed_test_subset
 from robdrop.analysis.stats import Z95, wilson_interval
 from robdrop.attacks import ReferenceAutoAttack, make_attack
+from robdrop.attacks.base import seeded
+from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
 from robdrop.study import TARGETS, Study
-from robdrop.study.study import COSTLY, collapse_epoch, lasting_collapse
+from robdrop.study.study import COSTLY, RunSpec, collapse_epoch, lasting_collapse
 from robdrop.training.runs import find_runs
 
 FIGURES = [n for n in TARGETS if n.startswith("figure")]
@@ -106,15 +109,31 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
         assert run.epochs() == [1, 2], f"{run.name} lacks per-epoch checkpoints"
 
 
+def measured(study: Study, spec: RunSpec, attack: str) -> float:
+    """The accuracy of `spec`'s last checkpoint under `attack` on the study's test images."""
+    run = study.open(spec)
+    model, _ = run.load(run.epochs()[-1])
+    x, y = fixed_test_subset(run, study.n, study.seed)
+    with seeded(study.seed, torch.device("cpu")):
+        return accuracy_under(
+            model, make_attack(attack, 8 / 255), x, y, batch_size=run.config.eval_batch_size
+        )
+
+
 def test_tables_hold_our_rows_and_the_paper_reference(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64, autoattack=False)
     table2 = TARGETS["table2"].frame(study)
     ours = table2[table2["source"] == "robdrop mini"].set_index("method")
     assert list(ours.index) == ["fgsm", "ffgsm", "free8", "pgd10", "atta10", "apart"]
-    for column in ("clean", "pgd20", "cw20", "gauss"):
-        assert ours[column].between(0, 100).all()
-    assert (ours["pgd20"] <= ours["clean"] + 1e-9).all()
+    # each column is its attack, measured here without the study's machinery: the last
+    # checkpoint, the study's 64 images, randomness seeded as every evaluation is. (Not PGD-20 ≤
+    # clean: as in the reference code, PGD updates every image and is judged where it ends, so on
+    # these chance-level tiny models it can turn a wrong prediction right.)
+    for method in ours.index:
+        for column in ("clean", "pgd20", "cw20", "gauss"):
+            by_seed = [measured(study, spec, column) for spec in study.specs(method)]
+            assert ours.loc[method, column] == pytest.approx(100 * sum(by_seed) / len(by_seed))
     assert ours["autoattack"].isna().all()  # --no-autoattack: the column is there, empty
     assert " AutoAttack (%) " in (study_dirs[1] / "table2.md").read_text()
     assert (ours["seconds"] > 0).all()

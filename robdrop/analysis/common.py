@@ -109,7 +109,12 @@ def fixed_test_subset(
 
 
 class Checkpoint:
-    """One epoch of a run, read on first use, so a fully cached analysis never loads it."""
+    """One epoch of a run, read on first use, so a fully cached analysis never loads it.
+
+    Reading builds (randomly initialises) the model before loading its weights; that happens
+    on a forked RNG, so a checkpoint read first inside a `seeded` evaluation leaves the
+    evaluation's random starts the same as when it was read before.
+    """
 
     def __init__(self, run: Source, epoch: int, device: torch.device) -> None:
         self.run, self.epoch, self.device = run, epoch, device
@@ -120,7 +125,9 @@ class Checkpoint:
 
     @cached_property
     def loaded(self) -> tuple[Classifier | torch.nn.Module, Method]:
-        return self.run.load(self.epoch, self.device)
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self.run.load(self.epoch, self.device)
 
     @property
     def model(self) -> Classifier | torch.nn.Module:
