@@ -30,9 +30,15 @@ from common import write_result
 
 def timed_study(args: list[str], root: Path, threads: int) -> tuple[float, pd.DataFrame]:
     """`robdrop reproduce *args` under `root` with `threads` threads: (seconds, timings.csv).
-    A study timed before under `root` (its wall_seconds.txt) is read, not run again."""
+    A study timed before under `root` (its wall_seconds.txt) is read, not run again; one
+    stopped before its end is refused, since resuming it would time only what was left."""
     wall = root / "wall_seconds.txt"
     if not wall.is_file():
+        if root.exists() and any(root.iterdir()):
+            raise click.ClickException(
+                f"{root} holds a study that was stopped before its end (no wall_seconds.txt): "
+                "its time cannot be measured by resuming it; delete the folder to time it anew"
+            )
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         command = [sys.executable, "-m", "robdrop", "reproduce", *args]
         command += ["--out", str(root / "runs"), "--figures-dir", str(root / "figures")]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
 import pandas as pd
 import pytest
 import torch
@@ -25,6 +26,7 @@ from robdrop.study import reproduce as reproduce_module
 from robdrop.study.launchers import Entry, Fleet, Launcher, train_args
 from robdrop.study.reproduce import Step, Timings
 from robdrop.training.config import make_config
+from tests.conftest import import_benchmark
 from tests.fingerprints import PORTABLE_ENV, REPO, _hash_tensors
 from tests.test_reproduce import TINY
 
@@ -271,3 +273,26 @@ def test_local_jobs_stopped_and_killed_equal_the_sequential_study(
     expected, got = saved(tmp_path / "sequential"), saved(launched)
     assert got.keys() == expected.keys()
     assert [k for k in expected if got[k] != expected[k]] == []
+
+
+def test_the_launcher_benchmark_times_a_study_anew_or_reads_it_but_never_resumes_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/launchers.py: a study stopped before its end (runs, no wall time) would be
+    timed only for what was left; it is refused, a timed one is read without running."""
+    bench = import_benchmark(monkeypatch, "launchers")
+    ran: list[list[str]] = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda command, **kw: ran.append(command))
+    stopped = tmp_path / "stopped"
+    (stopped / "runs" / "mini-fgsm-eps8-seed1").mkdir(parents=True)
+    with pytest.raises(click.ClickException, match="stopped before its end"):
+        bench.timed_study([], stopped, 1)
+    timed = tmp_path / "timed"
+    (timed / "figures").mkdir(parents=True)
+    (timed / "wall_seconds.txt").write_text("12.5\n")
+    pd.DataFrame({"kind": ["train"], "total_seconds": [3.0]}).to_csv(
+        timed / "figures" / "timings.csv", index=False
+    )
+    seconds, timings = bench.timed_study([], timed, 1)
+    assert seconds == 12.5 and list(timings["total_seconds"]) == [3.0]
+    assert ran == []
