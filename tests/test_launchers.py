@@ -196,6 +196,36 @@ def test_an_analysis_takes_the_free_slots_and_their_threads(
         assert torch.get_num_threads() == 2
 
 
+def test_the_costly_runs_start_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long multi-step run started last would leave the other slots idle while it ends: the
+    COSTLY methods' runs go first, the rest after them in plan order."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = Study(tmp_path, "mini", seeds=(1, 2), few_seeds=1)
+    specs = [*study.specs("fgsm"), *study.specs("pgd10"), *study.specs("apart")]
+    fleet = Fleet(Launcher("local", parallel=1, threads=1), tmp_path, specs, False)
+    submitted: list[str] = []
+
+    def submit(entry: Entry) -> None:  # as Fleet._submit, without a job
+        entry.slot, entry.status, entry.job = fleet._free_slot(), "running", "job"
+        submitted.append(entry.spec.name)
+
+    def done(entry: Entry) -> None:  # the job ended with its run complete
+        entry.status, entry.slot = "done", None
+
+    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["ended"] * len(jobs))
+    monkeypatch.setattr(fleet, "_submit", submit)
+    monkeypatch.setattr(fleet, "_ended", done)
+    for _ in specs:
+        fleet._update()
+    assert submitted == [
+        "mini-pgd10-eps8-seed1",
+        "mini-fgsm-eps8-seed1",
+        "mini-fgsm-eps8-seed2",
+        "mini-apart-eps8-seed1",
+        "mini-apart-eps8-seed2",
+    ]
+
+
 def test_runs_done_are_timed_before_each_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

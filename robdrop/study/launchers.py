@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 import robdrop
 from robdrop.attacks import MissingExtra
-from robdrop.study.study import RunSpec
+from robdrop.study.study import COSTLY, RunSpec
 from robdrop.training.config import make_config
 from robdrop.training.job import INTERRUPTED, RunJob
 from robdrop.training.runs import atomic_write_text
@@ -255,7 +255,12 @@ class Entry:
 
 class Fleet:
     """The study's runs as jobs of one launcher, submitted and watched in a background thread
-    with one progress bar over them; `wait` blocks until given runs are done or failed."""
+    with one progress bar over them; `wait` blocks until given runs are done or failed.
+
+    Runs start costliest first (the multi-step methods of COSTLY, then the others, each in plan
+    order), so that a long run is not the last to start, with the other slots idle while it
+    ends; the figures that need it wait for it either way.
+    """
 
     def __init__(
         self, launcher: Launcher, root: Path, specs: Sequence[RunSpec], progress: bool = True
@@ -263,7 +268,8 @@ class Fleet:
         self.launcher, self.root = launcher, Path(root)
         self.folder = self.root / ".jobs"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.entries = {s.name: Entry(s, train_args(s, self.root)) for s in specs}
+        costliest_first = sorted(specs, key=lambda s: s.config.method_key not in COSTLY)
+        self.entries = {s.name: Entry(s, train_args(s, self.root)) for s in costliest_first}
         self.executor = launcher.executor(self.folder)
         self.start = time.perf_counter()
         self._changed = threading.Condition()
