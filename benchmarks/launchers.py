@@ -48,6 +48,13 @@ def timed_study(args: list[str], root: Path, threads: int) -> tuple[float, pd.Da
     return float(wall.read_text()), pd.read_csv(root / "figures" / "timings.csv")
 
 
+def step_table(steps: dict[str, pd.Series]) -> pd.DataFrame:
+    """Seconds of each run and figure in both studies and their ratio, in the first's order."""
+    (first, a), (second, b) = steps.items()
+    table = pd.DataFrame({f"{first} (s)": a, f"{second} (s)": b})
+    return table.assign(ratio=(table.iloc[:, 1] / table.iloc[:, 0]).round(2))
+
+
 @click.command()
 @click.option("--data-dir", default="../shared/data")
 @click.option("--preset", default="mini")
@@ -79,10 +86,11 @@ def main(
     options = [str(part) for key, v in chosen.items() if v is not None for part in (key, v)]
     args = ["--preset", preset, "--data-dir", data_dir, *options]
     launched = [*args, "--launcher", "local", "--parallel", str(parallel)]
-    rows = []
+    rows, steps = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for name, study in (("sequential", args), (f"local --parallel {parallel}", launched)):
             seconds, timings = timed_study(study, (root or Path(folder)) / name.split()[0], threads)
+            steps[name] = timings.set_index("name")["seconds"]
             training = timings.loc[timings["kind"] == "train", "total_seconds"].max()
             rows.append(
                 {
@@ -97,7 +105,9 @@ def main(
     body = (
         f"`robdrop reproduce --preset {preset} {' '.join(options)}`, each study "
         f"in a fresh folder.\n\n{table.to_markdown(index=False)}\n\n"
-        f"The parallel study took {1 / ratio:.2f}× the sequential one's wall time."
+        f"The parallel study took {1 / ratio:.2f}× the sequential one's wall time.\n\n"
+        f"Each step's own time (`timings.csv`): a run or a figure in the parallel study against "
+        f"the same one in the sequential study.\n\n{step_table(steps).to_markdown()}"
     )
     click.echo(body)
     click.echo(f"written to {write_result('launchers', body)}")
