@@ -53,15 +53,19 @@ def test_batch(cifar: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     return cifar.test_x[:32].float() / 255, cifar.test_y[:32]
 
 
-def fit_a_little(model: torch.nn.Module, cifar: ImageData, steps: int = 30) -> torch.nn.Module:
-    """Full-batch SGD steps on the 256 training images, so attacks have gradients to use;
-    the model is returned in eval mode."""
+def fit_a_little(
+    model: torch.nn.Module, cifar: ImageData, steps: int = 30, batch_size: int | None = None
+) -> torch.nn.Module:
+    """SGD on the training images, so attacks have gradients to use: `steps` full-batch steps,
+    or with `batch_size` `steps` epochs of shuffled minibatches; returned in eval mode."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x, y = cifar.train_x.float() / 255, cifar.train_y
     for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        batches = [slice(None)] if batch_size is None else torch.randperm(len(y)).split(batch_size)
+        for batch in batches:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
     return model.eval()
 
 

@@ -147,6 +147,19 @@ def test_slurm_jobs_carry_the_options(tmp_path: Path, monkeypatch: pytest.Monkey
     assert launcher.environment(0)["OMP_NUM_THREADS"] == "8"
 
 
+def submitted_without_jobs(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fleet._submit replaced by one that starts no job (the run holds its slot, running); the
+    names of the runs submitted, in order."""
+    submitted: list[str] = []
+
+    def submit(entry: Entry) -> None:
+        entry.slot, entry.status, entry.job = fleet._free_slot(), "running", "job"
+        submitted.append(entry.spec.name)
+
+    monkeypatch.setattr(fleet, "_submit", submit)
+    return submitted
+
+
 def test_an_analysis_takes_the_free_slots_and_their_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,14 +170,8 @@ def test_an_analysis_takes_the_free_slots_and_their_threads(
     fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
     busy, waiting, _ = fleet.entries.values()
     busy.status, busy.slot, busy.job = "running", 0, "job"
-    submitted: list[str] = []
-
-    def submit(entry: Entry) -> None:  # as Fleet._submit, without a job
-        entry.slot, entry.status, entry.job = fleet._free_slot(), "running", "job"
-        submitted.append(entry.spec.name)
-
     monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
-    monkeypatch.setattr(fleet, "_submit", submit)
+    submitted = submitted_without_jobs(fleet, monkeypatch)
     before = torch.get_num_threads()
     with fleet.analysing():
         assert torch.get_num_threads() == 1  # slot 1 alone, one thread of the two
@@ -203,18 +210,13 @@ def test_the_costly_runs_start_first(tmp_path: Path, monkeypatch: pytest.MonkeyP
     study = Study(tmp_path, "mini", seeds=(1, 2), few_seeds=1)
     specs = [*study.specs("fgsm"), *study.specs("pgd10"), *study.specs("apart")]
     fleet = Fleet(Launcher("local", parallel=1, threads=1), tmp_path, specs, False)
-    submitted: list[str] = []
-
-    def submit(entry: Entry) -> None:  # as Fleet._submit, without a job
-        entry.slot, entry.status, entry.job = fleet._free_slot(), "running", "job"
-        submitted.append(entry.spec.name)
 
     def done(entry: Entry) -> None:  # the job ended with its run complete
         entry.status, entry.slot = "done", None
 
     monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["ended"] * len(jobs))
-    monkeypatch.setattr(fleet, "_submit", submit)
     monkeypatch.setattr(fleet, "_ended", done)
+    submitted = submitted_without_jobs(fleet, monkeypatch)
     for _ in specs:
         fleet._update()
     assert submitted == [

@@ -24,6 +24,8 @@ from robdrop.study import TARGETS, Study
 from robdrop.study.method_table import SANITY
 from robdrop.study.report import sanity_section
 
+from .conftest import fit_a_little
+
 SOUND = {"clean": 80.0, "pgd20": 40.0, "autoattack": 37.0, "random": 75.0, "clean@train": 78.0}
 
 
@@ -65,15 +67,7 @@ def trained(data_dir: Path) -> torch.nn.Module:
     the 10-point check then hung on a couple of images.)"""
     data = load_cifar("cifar10", data_dir, download=False, train_size=2048, val_size=0)
     torch.manual_seed(0)
-    model = build_model("prn18", 10, data.mean, data.std, width=4)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y = data.train_x.float() / 255, data.train_y
-    for _ in range(4):
-        for batch in torch.randperm(len(y)).split(128):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    return model.eval()
+    return fit_a_little(build_model("prn18", 10, data.mean, data.std, width=4), data, 4, 128)
 
 
 def broken_statistics(model: torch.nn.Module) -> torch.nn.Module:

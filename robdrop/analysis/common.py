@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robdrop.analysis.foreign import ForeignModel, parse_foreign
-from robdrop.attacks.base import eval_locked
+from robdrop.attacks.base import eval_locked, forked_rng
 from robdrop.data import Batch, ImageData
 from robdrop.methods import Method, parse_method
 from robdrop.models import Classifier
@@ -125,8 +125,7 @@ class Checkpoint:
 
     @cached_property
     def loaded(self) -> tuple[Classifier | torch.nn.Module, Method]:
-        cuda = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        with forked_rng(self.device):
             return self.run.load(self.epoch, self.device)
 
     @property

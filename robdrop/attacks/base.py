@@ -38,9 +38,17 @@ def model_mode(model: nn.Module, mode: AttackMode) -> Iterator[None]:
 
 
 @contextmanager
+def forked_rng(device: torch.device) -> Iterator[None]:
+    """Random numbers drawn inside (on the CPU and on `device`) leave the caller's RNG state as
+    it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
+@contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Random starts and noise fixed by `seed` inside; the caller's RNG state is left as it was."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         torch.manual_seed(seed)
         yield
 
