@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from robdrop.analysis import (
+    cache,
     cross_accuracy,
     evaluate_run,
     fixed_test_subset,
@@ -156,6 +157,24 @@ def test_cache_is_reused_and_recomputed_when_a_checkpoint_changes(fgsm, tmp_path
     assert loaded == [2]
     pd.testing.assert_frame_equal(again, first)
     assert len(sorted((run.path / "analysis" / "accuracy").iterdir())) == len(files)
+
+
+def test_entries_of_an_older_cache_format_are_not_read(fgsm, tmp_path, monkeypatch):
+    """Raising CACHE_FORMAT (the same call now computes other numbers) makes every entry
+    written before it be computed again instead of read."""
+    run = copy_run(fgsm, tmp_path / fgsm.name)
+    params, calls = {"n": 1}, []
+
+    def compute() -> pd.DataFrame:
+        calls.append(cache.CACHE_FORMAT)
+        return pd.DataFrame({"value": [float(len(calls))]})
+
+    monkeypatch.setattr(cache, "CACHE_FORMAT", 1)
+    old = cache.cached(run, "probe", params, [run.checkpoint_path(2)], compute)
+    assert cache.cached(run, "probe", params, [run.checkpoint_path(2)], compute).equals(old)
+    monkeypatch.setattr(cache, "CACHE_FORMAT", 2)
+    new = cache.cached(run, "probe", params, [run.checkpoint_path(2)], compute)
+    assert calls == [1, 2] and new["value"].item() == 2.0
 
 
 def test_best_is_chosen_on_the_validation_split(pgd, tmp_path):

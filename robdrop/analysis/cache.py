@@ -1,9 +1,10 @@
 """Analysis results cached as CSV under `<run>/analysis/`, keyed by what produced them.
 
-An entry's file name holds two hashes: one of (function, parameters, robdrop version) and one of
-the size and modification time of every checkpoint the result was computed from. Rewriting a
-checkpoint (a resumed or retrained run) changes the second hash, so the entry is recomputed and
-the stale file for the same parameters is removed. Delete `<run>/analysis/` to drop every entry.
+An entry's file name holds two hashes: one of (function, parameters, robdrop version, cache
+format) and one of the size and modification time of every checkpoint the result was computed
+from. Rewriting a checkpoint (a resumed or retrained run) changes the second hash, so the entry
+is recomputed and the stale file for the same parameters is removed. Delete `<run>/analysis/` to
+drop every entry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import pandas as pd
 
 import robdrop
 from robdrop.training.runs import Run, atomic_write_text
+
+# Raised whenever the same call would now compute other numbers, so no folder mixes old and new:
+# 2: reading a checkpoint no longer draws from the RNG its seeded evaluation uses (50d2b61), so
+#    the random starts of every random-start attack changed.
+CACHE_FORMAT = 2
 
 
 def _digest(value: Any) -> str:
@@ -41,7 +47,8 @@ def cached(
 ) -> pd.DataFrame:
     """`compute()` once per (function, params, input checkpoints); later calls read the CSV."""
     folder = run.path / "analysis" / function
-    key = _digest({"function": function, "params": params, "robdrop": robdrop.__version__})
+    key = _digest({"function": function, "params": params, "robdrop": robdrop.__version__,
+                   "format": CACHE_FORMAT})  # fmt: skip
     path = folder / f"{key}-{_digest([_stamp(p) for p in inputs])}.csv"
     if path.is_file():
         return pd.read_csv(path)
