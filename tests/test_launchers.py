@@ -228,6 +228,27 @@ def test_the_costly_runs_start_first(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ]
 
 
+def test_a_log_gets_the_progress_bar_when_it_changes_not_every_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written to a file (no terminal), the bar over the runs is redrawn when a run's status
+    changes, not at every poll: a study of hours would otherwise log a line a second."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = Study(tmp_path, "mini", seeds=(1, 2))
+    fleet = Fleet(Launcher("local", parallel=1, threads=1), tmp_path, study.specs("fgsm"))
+    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
+    submitted_without_jobs(fleet, monkeypatch)
+    capsys.readouterr()
+    for _ in range(5):
+        fleet._update()
+    assert capsys.readouterr().err.count("1 waiting, 1 running") == 1
+    first = fleet.entries["mini-fgsm-eps8-seed1"]
+    first.status, first.slot = "done", None
+    for _ in range(5):
+        fleet._update()
+    assert capsys.readouterr().err.count("1 running, 1 done") == 1
+
+
 def test_runs_done_are_timed_before_each_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -279,6 +280,8 @@ class Fleet:
         self._thread = threading.Thread(target=self._watch, name="robdrop-fleet", daemon=True)
         self._bar = tqdm(total=len(specs), desc=f"runs ({launcher.kind})", unit="run",
                          disable=not progress)  # fmt: skip
+        self._live = sys.stderr.isatty()  # a terminal's bar shows the time passing: every poll
+        self._shown: tuple[int, str] | None = None  # what the bar shows: runs ended, by status
 
     def __enter__(self) -> Fleet:
         self._reattach()
@@ -375,9 +378,15 @@ class Fleet:
             if entry.status == "waiting" and not self._wanted and self._free_slot() is not None:
                 self._submit(entry)
         counts = {s: sum(e.status == s for e in self.entries.values()) for s in STATUSES}
-        self._bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in counts.items() if n))
-        self._bar.n = counts["done"] + counts["failed"]
-        self._bar.refresh()
+        shown = (
+            counts["done"] + counts["failed"],
+            ", ".join(f"{n} {s}" for s, n in counts.items() if n),
+        )
+        if shown != self._shown or self._live:  # a log file gets a line per change, not per poll
+            self._shown = shown
+            self._bar.n = shown[0]
+            self._bar.set_postfix_str(shown[1], refresh=False)
+            self._bar.refresh()
 
     def _ended(self, entry: Entry) -> None:
         """A job ended: its run is complete, stopped by SIGTERM (submitted again) or failed."""
