@@ -4,7 +4,8 @@ of `mini` at 30 epochs, which keep PGD-20 on the first 1,000 test images after e
     python benchmarks/faithful_mini30.py calibration
     python benchmarks/faithful_mini30.py held-out      # once issue 19's judge has trained them
 
-`calibration` reads FGSM seeds 1-3 and APART, PGD-10, F+FGSM, GradAlign and N-FGSM seeds 1-2;
+`calibration` reads FGSM seeds 1-3 and APART, PGD-10, F+FGSM, GradAlign and N-FGSM seeds 1-2
+(`--methods apart,pgd10` reads only the two that C2 and r need);
 `held-out` reads FGSM seeds 11-20 (refusing until all ten are complete) against the same PGD-10
 reference and APART/PGD-10 runs. Each writes docs/results/faithful_search_mini30_<stage>.md.
 No training: the runs are those kept in benchmarks/data/monitor_signals/.
@@ -93,9 +94,17 @@ def main() -> None:
 @main.command()
 @click.option("--archive", type=click.Path(path_type=Path), default=ARCHIVE)
 @click.option("--results", type=click.Path(path_type=Path), default=RESULTS)
-def calibration(archive: Path, results: Path) -> None:
-    """FGSM seeds 1-3 and every other method's seeds 1-2."""
-    rows = table(archive, FGSM_SEEDS, OTHER_METHODS)
+@click.option(
+    "--methods",
+    default=",".join(OTHER_METHODS),
+    help="The other methods shown (APART and PGD-10 at least: C2 and r need them).",
+)
+def calibration(archive: Path, results: Path, methods: str) -> None:
+    """FGSM seeds 1-3 and the other methods' seeds 1-2."""
+    others = tuple(methods.split(","))
+    if not set(KEEPERS) <= set(others):
+        raise click.BadParameter("must include apart and pgd10", param_hint="--methods")
+    rows = table(archive, FGSM_SEEDS, others)
     body = (
         "Round 3 of docs/faithful_search.md, calibration: `mini` at 30 epochs (issue 19's "
         "calibration runs), PGD-20 on the first 1,000 test images after every epoch.\n\n"

@@ -55,6 +55,9 @@ def test_c1_needs_a_robust_best_then_a_quarter_of_it_to_the_end(script, tmp_path
     assert list(rows.loc["pgd10", "C2"]) == [True, True]
     text = script.verdict(rows.reset_index(), needed=1)
     assert "C1 holds in 1 of 3" in text and "C2 in 3 of 4" in text and "**not met**" in text
+    args = ["calibration", "--archive", str(archive), "--methods", "apart,ffgsm"]
+    no_reference = CliRunner().invoke(script.main, args)
+    assert no_reference.exit_code == 2 and "must include apart and pgd10" in no_reference.output
 
 
 def test_held_out_refuses_until_every_run_is_complete(script, tmp_path) -> None:
