@@ -21,8 +21,10 @@ from common import RESULTS, write_result
 from faithful_search import read_curve
 from monitor_signals import ARCHIVE, FGSM_SEEDS, HELD_OUT, OTHER_METHODS, OTHER_SEEDS, run_name
 
+from robdrop.analysis.stats import wilson_interval
 from robdrop.study.study import lasting_collapse
 from robdrop.training.best import best_epoch
+from robdrop.training.runs import Run
 
 EPOCHS = 30
 REFERENCE = "pgd10"  # r: the mean of its seeds' last-epoch PGD-20 accuracy
@@ -32,27 +34,36 @@ RATIO = 0.6  # C1: FGSM's best at least RATIO · r
 HELD_OUT_NEEDED = 8  # C1 in at least 8 of the 10 held-out seeds (the issue's 4 of 5)
 
 
-def curve_of(archive: Path, method: str, seed: int) -> pd.Series:
-    """The run's PGD-20 curve (fraction, by epoch); raises when the run is not complete."""
-    curve = read_curve(archive / run_name(method, seed, EPOCHS, False))
+def curve_of(archive: Path, method: str, seed: int) -> tuple[pd.Series, int]:
+    """The run's PGD-20 curve (fraction, by epoch) and its number of test images; raises when
+    the run is not complete."""
+    path = archive / run_name(method, seed, EPOCHS, False)
+    curve = read_curve(path)
     if len(curve) != EPOCHS:
         raise click.ClickException(
             f"{run_name(method, seed, EPOCHS, False)} is not complete in {archive} "
             f"({len(curve)} of {EPOCHS} epochs): run benchmarks/monitor_signals.py first"
         )
-    return curve
+    return curve, Run(path).config.eval_size
 
 
-def row(method: str, seed: int, curve: pd.Series, r: float) -> dict:
-    """One run's best, last, lasting collapse (after its best, below a quarter of it to the
-    end), C1 (FGSM) and C2 (APART, PGD-10), in percent."""
+def shown(accuracy: float, n: int) -> str:
+    """An accuracy in percent with its 95 % interval over the n test images."""
+    low, high = wilson_interval(accuracy, n)
+    return f"{100 * accuracy:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def row(method: str, seed: int, curve: pd.Series, n: int, r: float) -> dict:
+    """One run's best and last accuracy (with 95 % intervals over its n test images), lasting
+    collapse (after its best, below a quarter of it to the end), C1 (FGSM), C2 (APART, PGD-10)."""
     best, collapse = curve.max(), lasting_collapse(curve)
     return {
         "method": method,
         "seed": seed,
-        "best % (epoch)": f"{100 * best:.1f} ({best_epoch(curve)})",
+        "best epoch": best_epoch(curve),
+        "best % [95 %]": shown(best, n),
         "best / r": best / r,
-        "last %": 100 * curve.iloc[-1],
+        "last % [95 %]": shown(curve.iloc[-1], n),
         "lasting collapse": collapse if collapse is not None else "none",
         "C1": bool(collapse is not None and best >= RATIO * r) if method == "fgsm" else None,
         "C2": bool(curve.iloc[-1] >= best - MARGIN) if method in KEEPERS else None,
@@ -61,10 +72,10 @@ def row(method: str, seed: int, curve: pd.Series, r: float) -> dict:
 
 def table(archive: Path, fgsm_seeds: tuple[int, ...], others: tuple[str, ...]) -> pd.DataFrame:
     """Rows for the FGSM seeds and for every other method on OTHER_SEEDS."""
-    reference = [curve_of(archive, REFERENCE, s).iloc[-1] for s in OTHER_SEEDS]
+    reference = [curve_of(archive, REFERENCE, s)[0].iloc[-1] for s in OTHER_SEEDS]
     r = sum(reference) / len(reference)
     runs = [("fgsm", s) for s in fgsm_seeds] + [(m, s) for m in others for s in OTHER_SEEDS]
-    rows = [row(m, s, curve_of(archive, m, s), r) for m, s in runs]
+    rows = [row(m, s, *curve_of(archive, m, s), r) for m, s in runs]
     return pd.DataFrame(rows).assign(r=100 * r)
 
 

@@ -27,9 +27,10 @@ def script(monkeypatch) -> ModuleType:
 
 
 def keep(archive: Path, script: ModuleType, method: str, seed: int, curve: np.ndarray) -> None:
-    """A run as issue 19 keeps it: run.json and metrics.csv with the PGD-20 column."""
+    """A run as issue 19 keeps it: run.json and metrics.csv with the PGD-20 column measured on
+    1,000 test images."""
     run = Run.create(archive / script.run_name(method, seed, EPOCHS, False),
-                     make_config("mini", method=method), {}, {})  # fmt: skip
+                     make_config("mini", method=method, eval_size=1000), {}, {})  # fmt: skip
     epochs = np.arange(1, len(curve) + 1)
     run.write_metrics(pd.DataFrame({"epoch": epochs, "test_pgd20_acc": curve}))
 
@@ -50,6 +51,7 @@ def test_c1_needs_a_robust_best_then_a_quarter_of_it_to_the_end(script, tmp_path
     rows = script.table(archive, (11, 12, 13), ("apart", "pgd10")).set_index(["method", "seed"])
     assert rows["r"].iloc[0] == pytest.approx(24.0)
     assert rows.loc[("fgsm", 11), "lasting collapse"] == 11
+    assert rows.loc[("fgsm", 11), "best % [95 %]"] == "25.0 [22.4, 27.8]"  # Wilson, 1,000 images
     assert list(rows.loc["fgsm", "C1"]) == [True, False, False]
     assert list(rows.loc["apart", "C2"]) == [False, True]
     assert list(rows.loc["pgd10", "C2"]) == [True, True]
