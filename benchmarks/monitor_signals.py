@@ -206,6 +206,12 @@ def outcomes(table: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def flag_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (candidate, run) of replay rows: the lasting drop, first flag, delay and flags."""
+    return outcomes(rows)[["candidate", "run", "lasting drop", "first flag", "delay", "detected",
+                           "flagged epochs"]]  # fmt: skip
+
+
 def costs(runs: dict[str, Run]) -> dict[str, float]:
     """Each rule's signal cost, as % of a training epoch, over the FGSM runs of `runs` (the
     end-of-epoch measurement; both timed in the same process)."""
@@ -416,6 +422,8 @@ def calibrate(
     chosen.write_text(json.dumps(record, indent=2) + "\n")
     truths = outcomes(table).drop_duplicates("run")[["run", "method", "seed", "lasting drop"]]
     ranked = ranking(table, cost)
+    picked = [label(c["settings"]) for c in choice["per_rule"].values()]
+    chosen_rows = table[table["candidate"].isin(picked)]
     body = (
         "Calibration of docs/monitor_signals.md: every candidate rule replayed over the "
         f"calibration runs (mini, {epochs} epochs{', TINY smoke setting' if tiny else ''}). "
@@ -424,7 +432,9 @@ def calibrate(
         f"Ground truth:\n\n{truths.to_markdown(index=False)}\n\n"
         f"Candidates, best first (the selection rule's order):\n\n"
         f"{ranked.round(2).to_markdown(index=False)}\n\n"
-        f"Chosen (written to `{chosen.name}`):\n\n```json\n{json.dumps(choice, indent=2)}\n```\n"
+        f"Chosen (written to `{chosen.name}`):\n\n```json\n{json.dumps(choice, indent=2)}\n```\n\n"
+        "Per calibration run, each rule's best (delay = first flag − lasting drop):\n\n"
+        f"{flag_table(chosen_rows).to_markdown(index=False)}\n"
     )
     click.echo(body)
     click.echo(f"written to {write_result('monitor_signals_calibration', body, results)}")
@@ -464,8 +474,6 @@ def judge(
     guard_rows = replay_rows(guarded, settings) if guarded else rows.iloc[:0]
     cost = costs(held)
     verdict = judged(rows, guard_rows, cost, label(choice["default"]["settings"]))
-    per_run = outcomes(rows)[["candidate", "seed", "lasting drop", "first flag", "delay",
-                              "detected", "flagged epochs"]]  # fmt: skip
     group = {n: f"FGSM, {'lasting drop' if truth(r) else 'no lasting drop'} (held out)"
              for n, r in held.items()}  # fmt: skip
     group.update({n: f"{r.config.method_key} (calibration)" for n, r in guarded.items()})
@@ -497,7 +505,7 @@ def judge(
         f"run{'' if best['shortfall (runs)'] == 1 else 's'} and "
         f"{best['cost over 5 % (points)']:.2f} cost points. The default reaction stays warn.\n\n"
         f"Per held-out run (delay = first flag − lasting drop):\n\n"
-        f"{per_run.to_markdown(index=False)}\n\n![signals](monitor_signals.png)\n"
+        f"{flag_table(rows).to_markdown(index=False)}\n\n![signals](monitor_signals.png)\n"
     )
     click.echo(body)
     click.echo(f"written to {write_result('monitor_signals_heldout', body, results)}")

@@ -79,6 +79,8 @@ def test_an_early_flag_is_no_detection_and_a_collapse_is_no_false_flag(script) -
     assert by_run.loc["fgsm-1", "delay"] == -5 and not by_run.loc["fgsm-1", "detected"]
     assert by_run.loc["fgsm-2", "delay"] == 1 and by_run.loc["fgsm-2", "detected"]
     assert not t["false"].any() and t["collapsing"].sum() == 2
+    shown = script.flag_table(replays({0: ("underfit", {"fgsm-1": [5, 10]})})).set_index("run")
+    assert shown.loc["fgsm-1", ["delay", "flagged epochs"]].tolist() == [-5, "5 10"]
 
 
 def test_targets_ask_eight_collapses_or_all_when_fewer(script) -> None:
