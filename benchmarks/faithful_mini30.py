@@ -41,7 +41,7 @@ def curve_of(archive: Path, method: str, seed: int) -> tuple[pd.Series, int]:
     curve = read_curve(path)
     if len(curve) != EPOCHS:
         raise click.ClickException(
-            f"{run_name(method, seed, EPOCHS, False)} is not complete in {archive} "
+            f"{path.name} is not complete in {archive} "
             f"({len(curve)} of {EPOCHS} epochs): run benchmarks/monitor_signals.py first"
         )
     return curve, Run(path).config.eval_size
