@@ -637,6 +637,13 @@ def make_study(preset: str, out: Path, kw: dict) -> tuple[Study, list[str] | Non
         autoattack_n=kw["autoattack_n"] or "preset",
         **extra,
     )
+    # said aloud: seeds an earlier reproduce recorded win over the preset's defaults
+    reused = ["--" + key.replace("_", "-") for key in study.from_record]
+    click.echo(
+        f"training seeds: {study.seeds_text()}"
+        + (f" (from {study.record_path}; {' and '.join(reused)} to change)" if reused else ""),
+        err=True,
+    )
     only = [t.strip() for t in kw["only"].split(",")] if kw["only"] else None
     return study, only
 

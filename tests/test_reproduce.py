@@ -278,10 +278,30 @@ def test_seeds_come_from_options_then_the_record_then_the_preset(tmp_path: Path)
     Study(tmp_path, "mini", seeds=(7, 8), few_seeds=1).record()
     assert Study(tmp_path, "mini").seeds == (7, 8)  # what reproduce trained
     assert Study(tmp_path, "mini").seeds_for("atta10") == (7,)
+    assert Study(tmp_path, "mini").from_record == ("seeds", "few_seeds")
+    assert Study(tmp_path, "mini", few_seeds=2).from_record == ("seeds",)
     assert Study(tmp_path, "mini", config={"seed": 3}).seeds == (3,)
+    assert Study(tmp_path, "mini", config={"seed": 3}).from_record == ("few_seeds",)
     assert Study(tmp_path, "paper-cifar10-prn18").seeds == (0,)  # recorded per preset
     with pytest.raises(ValueError, match="distinct"):
         Study(tmp_path, "mini", seeds=(1, 1))
+
+
+def test_the_cli_says_which_seeds_it_reads_from_the_record(tmp_path: Path) -> None:
+    """A rerun without --seeds/--few-seeds takes study.json's, not the preset's: it says so."""
+    args = ["figures", "--preset", "mini", "--out", str(tmp_path), "--only", "figure4"]
+    fresh = CliRunner().invoke(main, [*args, "--figures-dir", str(tmp_path / "f")])
+    assert "training seeds: 1, 2, 3, 4, 5 (pgd10, pgd5, free8, atta10: 1, 2)\n" in fresh.output
+    Study(tmp_path, "mini", seeds=(7, 8), few_seeds=1).record()
+    again = CliRunner().invoke(main, [*args, "--figures-dir", str(tmp_path / "f")])
+    assert (
+        "training seeds: 7, 8 (pgd10, pgd5, free8, atta10: 7) "
+        f"(from {tmp_path / 'study.json'}; --seeds and --few-seeds to change)"
+    ) in again.output
+    told = CliRunner().invoke(main, [*args, "--few-seeds", "2", "--figures-dir", str(tmp_path)])
+    assert (
+        f"training seeds: 7, 8 (from {tmp_path / 'study.json'}; --seeds to change)" in told.output
+    )
 
 
 def test_wilson_interval() -> None:

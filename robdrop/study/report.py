@@ -18,7 +18,7 @@ from robdrop.analysis.sanity import AA_DISAGREEMENT, MODE_DIFFERENCE, OK
 from robdrop.study.method_table import SANITY, MethodTable
 from robdrop.study.paper_values import display_name
 from robdrop.study.registry import CORE, TARGETS
-from robdrop.study.study import COSTLY, Study
+from robdrop.study.study import Study
 from robdrop.study.tables import presentable
 
 
@@ -80,12 +80,7 @@ def summary(
             f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
         )
     lines += [
-        f"- training seeds: {', '.join(map(str, study.seeds))}"
-        + (
-            f" ({', '.join(COSTLY)}: {', '.join(map(str, study.seeds[: study.few_seeds]))})"
-            if study.few_seeds < len(study.seeds)
-            else ""
-        ),
+        f"- training seeds: {study.seeds_text()}",
         f"- evaluations: {study.n or 'all'} test images drawn with seed {study.seed}"
         + (
             f" (AutoAttack on the first {study.autoattack_n} of them)"

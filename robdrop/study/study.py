@@ -124,6 +124,8 @@ class Study:
     # preset's seed (a `seed` in config: that one alone)
     seeds: tuple[int, ...] | None = None
     few_seeds: int | None = None  # how many of them COSTLY methods take; default FEW_SEEDS
+    # which of seeds and few_seeds were read from study.json rather than given or defaulted
+    from_record: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -133,11 +135,15 @@ class Study:
             own = self.config.get("seed")
             default = recorded.get("seeds", SEEDS.get(self.preset, (preset_seed,)))
             self.seeds = (int(own),) if own is not None else default
+            if own is None and "seeds" in recorded:
+                self.from_record += ("seeds",)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, not {self.seeds}")
         if self.few_seeds is None:
             self.few_seeds = recorded.get("few_seeds", FEW_SEEDS.get(self.preset, len(self.seeds)))
+            if "few_seeds" in recorded:
+                self.from_record += ("few_seeds",)
         if self.few_seeds < 1:
             raise ValueError(f"few_seeds must be at least 1, not {self.few_seeds}")
         if self.n == "preset":
@@ -190,6 +196,13 @@ class Study:
     def draws_figures(self) -> bool:
         """Figures 1–5 are drawn for the CIFAR-10 PreAct ResNet-18 presets only."""
         return self.preset not in TABLE_PRESET.values()
+
+    def seeds_text(self) -> str:
+        """The training seeds, and the costly methods' when fewer: '1, 2, 3 (pgd10, …: 1)'."""
+        text = ", ".join(map(str, self.seeds))
+        if self.few_seeds < len(self.seeds):
+            text += f" ({', '.join(COSTLY)}: {', '.join(map(str, self.seeds[: self.few_seeds]))})"
+        return text
 
     # -- which runs -----------------------------------------------------------------------------
     def seeds_for(self, method: str) -> tuple[int, ...]:
