@@ -233,9 +233,15 @@ def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
     drawn = TARGETS["figure3"].draw(study)["figure3"]
-    a, _ = drawn.axes
+    a, b = drawn.axes
     assert "strength gap" in a.get_ylabel() and a.get_xlabel() == "epoch"
     assert {t.get_text() for t in a.get_legend().get_texts()} >= {"G_FGSM→PGD-10"}
+    # each seed's own curve, thin, in its pair's colour, under the mean of the seeds
+    thin = [line for line in a.lines if line.get_alpha() == 0.35]
+    means = [line for line in a.lines if line.get_marker() == "o" and len(line.get_xdata())]
+    assert len(thin) == 3 * 2 and len(means) == 3  # FGSM, FGSM+, APART × seeds 1, 2
+    assert {line.get_color() for line in thin} == {line.get_color() for line in means}
+    assert not [line for line in b.lines if line.get_alpha() == 0.35]  # PGD-5: one seed
     fig5 = TARGETS["figure5"].draw(study)["figure5"].axes[0]
     assert fig5.get_xlabel() == "clean test accuracy (%)"
     fig1a = TARGETS["figure1"].draw(study)["figure1a"]

@@ -10,14 +10,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from robdrop.analysis.crossacc import cross_accuracy
 from robdrop.analysis.stats import wilson_interval
 from robdrop.analysis.trajectories import perturbation_images
 from robdrop.study.study import RunSpec, Study
-from robdrop.study.style import apply_style, collapse_mark
+from robdrop.study.style import apply_style, collapse_mark, mean_and_seeds
 from robdrop.study.target import PaperFigure, holds
 from robdrop.training.best import best_epoch
 
@@ -142,11 +141,10 @@ def draw_images(images: np.ndarray, deltas: dict[int, np.ndarray], eps: float) -
 
 def draw_strength(frame: pd.DataFrame, collapses: dict[int, int | None] | None = None) -> Figure:
     """Acc(θ_PGD-10, f_A(θ_A^(i))) per epoch for FGSM, FGSM+ and random noise (Figure 1b): the
-    mean over training seeds with a band of ± one standard deviation."""
+    mean over training seeds with a band of ± one standard deviation, each seed a thin line."""
     apply_style()
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(frame, x="epoch", y="accuracy", hue="series", style="series", marker="o",
-                 errorbar="sd", ax=ax)  # fmt: skip
+    mean_and_seeds(frame, x="epoch", y="accuracy", hue="series", style="series", ax=ax)
     collapse_mark(ax, collapses or {}, int(frame["epoch"].max()))
     ax.set(xlabel="epoch i of the generating run", ylabel="accuracy of the PGD-10 model (%)")
     ax.set_title("Figure 1b: strength of FGSM / FGSM+ perturbations vs random noise")

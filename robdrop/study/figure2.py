@@ -8,12 +8,11 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from robdrop.study.paper_values import display_name, paper_value
 from robdrop.study.study import RunSpec, Study
-from robdrop.study.style import apply_style, collapse_mark
+from robdrop.study.style import apply_style, collapse_mark, mean_and_seeds
 from robdrop.study.target import PaperFigure, holds
 from robdrop.training.best import best_epoch
 
@@ -107,14 +106,14 @@ class Figure2(PaperFigure):
 
 def draw(frame: pd.DataFrame, collapses: dict[int, int | None] | None = None) -> Figure:
     """Training objective and PGD-20 test accuracy per epoch, one panel each: the mean over
-    training seeds with a band of ± one standard deviation."""
+    training seeds with a band of ± one standard deviation, each seed a thin line."""
     apply_style()
     quantities = list(dict.fromkeys(frame["quantity"]))
     fig, axes = plt.subplots(1, len(quantities), figsize=(5.5 * len(quantities), 4))
     frame = frame.assign(label=frame["method"].map(display_name))
     for ax, quantity in zip(np.atleast_1d(axes), quantities, strict=True):
         part = frame[frame["quantity"] == quantity]
-        sns.lineplot(part, x="epoch", y="value", hue="label", marker="o", errorbar="sd", ax=ax)
+        mean_and_seeds(part, x="epoch", y="value", hue="label", ax=ax)
         ax.set(xlabel="epoch", ylabel=quantity, title=quantity)
         if "accuracy" in quantity:
             collapse_mark(ax, collapses or {}, int(part["epoch"].max()))

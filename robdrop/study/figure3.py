@@ -7,13 +7,12 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from robdrop.analysis.gap import strength_gap
 from robdrop.study.paper_values import display_name
 from robdrop.study.study import RunSpec, Study
-from robdrop.study.style import apply_style, collapse_mark
+from robdrop.study.style import apply_style, collapse_mark, mean_and_seeds
 from robdrop.study.target import PaperFigure, holds
 
 # (generator A, attack B, panel)
@@ -81,12 +80,12 @@ class Figure3(PaperFigure):
 
 def draw(frame: pd.DataFrame, collapses: dict[int, int | None] | None = None) -> Figure:
     """The strength gap per epoch: (a) single-step generators → PGD-10, (b) PGD-5 → PGD-20; the
-    mean over training seeds with a band of ± one standard deviation."""
+    mean over training seeds with a band of ± one standard deviation, each seed a thin line."""
     apply_style()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, panel in zip(axes, ("a", "b"), strict=True):
         part = frame[frame["panel"] == panel]
-        sns.lineplot(part, x="epoch", y="gap", hue="pair", marker="o", errorbar="sd", ax=ax)
+        mean_and_seeds(part, x="epoch", y="gap", hue="pair", ax=ax)
         ax.set(xlabel="epoch", ylabel="strength gap G (cross-entropy, nats)", title=f"({panel})")
         if panel == "a":
             collapse_mark(ax, collapses or {}, int(part["epoch"].max()))

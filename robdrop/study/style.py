@@ -1,4 +1,5 @@
-"""What every figure shares: the seaborn theme, the marks of FGSM's collapse, and the writer."""
+"""What every figure shares: the seaborn theme, means over seeds with their seeds' own lines, the
+marks of FGSM's collapse, and the writer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -15,6 +17,17 @@ PAPER_COLLAPSE = (21, 30)
 
 def apply_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def mean_and_seeds(data: pd.DataFrame, *, x: str, y: str, hue: str, ax: plt.Axes, **kw) -> None:
+    """Each hue's mean over `train_seed` with a ± one standard deviation band, over thin lines
+    of its seeds' own curves: seeds that go different ways (FGSM robust in some, never in
+    others) show as such rather than as one wide band."""
+    order = list(dict.fromkeys(data[hue]))
+    if data["train_seed"].nunique() > 1:
+        sns.lineplot(data, x=x, y=y, hue=hue, hue_order=order, units="train_seed",
+                     estimator=None, lw=0.6, alpha=0.35, legend=False, ax=ax)  # fmt: skip
+    sns.lineplot(data, x=x, y=y, hue=hue, hue_order=order, marker="o", errorbar="sd", ax=ax, **kw)
 
 
 def collapse_mark(ax: plt.Axes, collapses: dict[int, int | None], last: int) -> None:
