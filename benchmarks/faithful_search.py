@@ -80,6 +80,14 @@ ROUND2 = (
     Candidate("T3", 8, 2000, 30),
     Candidate("T4", 16, 2000, 20, recipe="uniform"),
 )
+# round 4 (committed before any of its runs): more training images at width 8, where round 1's
+# S4 (8,000) came closest; U1 can be `mini` if cheap enough, U2 tells whether the direction works
+ROUND4 = (
+    Candidate("U1", 8, 16000, 10),
+    Candidate("U2", 8, 32000, 10),
+)
+# round 4's ceiling for `mini`: S8's study estimate from round 1's measured s/epoch
+S8_SECONDS_PER_EPOCH = 31.6
 FALLBACK = tuple(
     Candidate(f"{c.name}-eps10", c.width, c.train_size, c.epochs, c.lr_max, c.batch_size, 10.0)
     for c in CANDIDATES
@@ -152,9 +160,18 @@ def study_minutes(summary: pd.DataFrame, by_name: dict[str, Candidate]) -> list[
     return [by_name[name].study_minutes(row.seconds) for name, row in summary.iterrows()]
 
 
-def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str | None, str]:
+def ceiling_minutes() -> float:
+    """Round 4's ceiling for `mini`: S8's estimated study minutes from round 1's s/epoch."""
+    s8 = next(c for c in CANDIDATES if c.name == "S8")
+    return s8.study_minutes(S8_SECONDS_PER_EPOCH)
+
+
+def choose(
+    table: pd.DataFrame, candidates: tuple[Candidate, ...], ceiling: float | None = None
+) -> tuple[str | None, str]:
     """The pre-registered rule: the cheapest candidate passing on both seeds; within 15 % of
-    it, the one whose collapse comes closest to the paper's 21/30 of training."""
+    it, the one whose collapse comes closest to the paper's 21/30 of training. With a
+    `ceiling` (round 4) only candidates estimated at most that many study minutes count."""
     by_name = {c.name: c for c in candidates}
     passing = table.groupby("candidate").filter(lambda g: (g["C1"] == True).all())  # noqa: E712
     if passing.empty:
@@ -170,9 +187,13 @@ def choose(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str 
         fraction=("collapse / E", "mean"), seconds=("s/epoch", "first")
     )
     summary["minutes"] = study_minutes(summary, by_name)
+    text = summary.round(3).to_markdown()
+    if ceiling is not None:
+        summary = summary[summary["minutes"] <= ceiling]
+        if summary.empty:
+            return None, f"{text}\n\nnone of them within the ceiling of {ceiling:.0f} minutes"
     near = summary[summary["minutes"] <= 1.15 * summary["minutes"].min()]
     chosen = (near["fraction"] - PAPER_COLLAPSE).abs().idxmin()
-    text = summary.round(3).to_markdown()
     return str(chosen), text
 
 
@@ -191,6 +212,19 @@ def closest(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str
     return str(summary.index[0]), summary.round(3).to_markdown()
 
 
+def cost_text(table: pd.DataFrame, candidates: tuple[Candidate, ...], ceiling: float) -> str:
+    """Round 4: every screened candidate's estimated study minutes against the ceiling."""
+    by_name = {c.name: c for c in candidates}
+    costs = table.groupby("candidate").agg(seconds=("s/epoch", "mean"))
+    costs["minutes"] = study_minutes(costs, by_name)
+    costs["eligible as mini"] = costs["minutes"] <= ceiling
+    return (
+        "Estimated study minutes (the pre-registered formula, from each candidate's mean "
+        f"seconds per FGSM epoch) against the ceiling, S8's {ceiling:.0f} minutes from round "
+        f"1's {S8_SECONDS_PER_EPOCH} s per epoch:\n\n{costs.round(3).to_markdown()}\n\n"
+    )
+
+
 @click.group()
 def main() -> None:
     """docs/faithful_search.md's stages."""
@@ -201,6 +235,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("checkpoints/search"))
 @click.option("--fallback", is_flag=True, help="The ε = 10/255 candidates (if none passes).")
 @click.option("--round2", is_flag=True, help="Round 2's candidates (docs/faithful_search.md).")
+@click.option("--round4", is_flag=True, help="Round 4's candidates (docs/faithful_search.md).")
 @click.option("--jobs", default=2, help="Jobs at a time (one thread each).")
 @click.option(
     "--report-only",
@@ -219,12 +254,15 @@ def screen(
     out: Path,
     fallback: bool,
     round2: bool,
+    round4: bool,
     jobs: int,
     report_only: bool,
     only: str | None,
 ) -> None:
     """Stage 1: FGSM (seeds 101, 102) and PGD-10 (seed 101) for every candidate."""
-    candidates = ROUND2 if round2 else FALLBACK if fallback else CANDIDATES
+    if round2 + round4 + fallback > 1:
+        raise click.UsageError("name one round: --round2, --round4 or --fallback")
+    candidates = ROUND2 if round2 else ROUND4 if round4 else FALLBACK if fallback else CANDIDATES
     if only:
         by_name = {c.name: c for c in candidates}
         unknown = set(only.split(",")) - set(by_name)
@@ -241,12 +279,15 @@ def screen(
             for path in pool.map(lambda job: train(data_dir, out, *job), work):
                 click.echo(f"done {path.name}")
     table = pd.DataFrame([row for c in candidates for row in screen_row(c, out)])
-    chosen, ranking = choose(table, candidates)
+    ceiling = ceiling_minutes() if round4 else None
+    chosen, ranking = choose(table, candidates, ceiling)
     fallback_text = ""
-    if chosen is None and round2 and table["C1"].notna().all():
+    if round4:
+        fallback_text += cost_text(table, candidates, ceiling)
+    if chosen is None and (round2 or round4) and table["C1"].notna().all():
         kept, ranked = closest(table, candidates)
-        fallback_text = (
-            "No candidate passes. Round 2's pre-registered fallback keeps the candidate closest "
+        fallback_text += (
+            "No candidate passes. The pre-registered fallback keeps the candidate closest "
             "to passing (the most seeds with C1, then the highest mean best / PGD-10), and the "
             "phenomenon is reported as not reproduced at CPU scale (estimated study minutes on "
             f"this machine beside, not part of the rule):\n\n{ranked}\n\n"
@@ -267,7 +308,8 @@ def screen(
         height=2.4, facet_kws={"sharex": False},
     )  # fmt: skip
     grid.set_axis_labels("epoch", "PGD-20 % (250 images)")
-    name = "faithful_search_screen" + ("_round2" if round2 else "_eps10" if fallback else "")
+    suffix = "_round2" if round2 else "_round4" if round4 else "_eps10" if fallback else ""
+    name = "faithful_search_screen" + suffix
     grid.savefig(RESULTS / f"{name}.png", dpi=110)
     plt.close("all")
     body = (

@@ -1,6 +1,7 @@
 """benchmarks/faithful_search.py's pre-registered rules on hand-made screen tables: the cheapest
 passing candidate is chosen, and when none passes, round 2's fallback keeps the one closest to
-passing (most seeds with C1, then the highest best / PGD-10). No training."""
+passing (most seeds with C1, then the highest best / PGD-10); round 4 chooses only within its
+ceiling of estimated study minutes. No training."""
 
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ def test_without_a_passing_candidate_the_closest_counts_c1_seeds_before_the_rati
     kept, ranking = script.closest(table, script.ROUND2)
     assert kept == "T3"  # one C1 seed like T2, the higher ratio; T4's ratio counts after seeds
     assert ranking.index("T3") < ranking.index("T2") < ranking.index("T4")
+
+
+def test_round4_chooses_only_within_s8s_estimated_study_time(script) -> None:
+    nan = float("nan")
+    ceiling = script.ceiling_minutes()
+    assert ceiling == pytest.approx(609.6, abs=0.1)  # S8 at round 1's 31.6 s per epoch
+    both = screen([*[("U1", True, 0.7, 0.8)] * 2, *[("U2", True, 0.8, 0.7)] * 2])
+    both["s/epoch"] = [40.0, 40.0, 80.0, 80.0]  # 480 and 862 estimated minutes
+    assert script.choose(both, script.ROUND4, ceiling)[0] == "U1"
+    only_u2 = screen(
+        [("U1", True, 0.7, 0.8), ("U1", False, 0.5, nan), *[("U2", True, 0.8, 0.7)] * 2]
+    )
+    only_u2["s/epoch"] = [40.0, 40.0, 80.0, 80.0]
+    chosen, text = script.choose(only_u2, script.ROUND4, ceiling)
+    assert chosen is None and "none of them within the ceiling of 610 minutes" in text
+    assert script.choose(only_u2, script.ROUND4)[0] == "U2"  # without the ceiling it would pass
+    costs = script.cost_text(only_u2, script.ROUND4, ceiling)
+    assert "| U1" in costs and "True" in costs and "False" in costs
