@@ -168,7 +168,7 @@ def study_minutes(summary: pd.DataFrame, by_name: dict[str, Candidate]) -> list[
 
 
 def ceiling_minutes() -> float:
-    """Round 4's ceiling for `mini`: S8's estimated study minutes from round 1's s/epoch."""
+    """Rounds 4 and 5's ceiling for `mini`: S8's estimated study minutes from round 1's s/epoch."""
     s8 = next(c for c in CANDIDATES if c.name == "S8")
     return s8.study_minutes(S8_SECONDS_PER_EPOCH)
 
@@ -178,7 +178,7 @@ def choose(
 ) -> tuple[str | None, str]:
     """The pre-registered rule: the cheapest candidate passing on both seeds; within 15 % of
     it, the one whose collapse comes closest to the paper's 21/30 of training. With a
-    `ceiling` (round 4) only candidates estimated at most that many study minutes count."""
+    `ceiling` (rounds 4 and 5) only candidates estimated at most that many study minutes count."""
     by_name = {c.name: c for c in candidates}
     passing = table.groupby("candidate").filter(lambda g: (g["C1"] == True).all())  # noqa: E712
     if passing.empty:
@@ -220,7 +220,7 @@ def closest(table: pd.DataFrame, candidates: tuple[Candidate, ...]) -> tuple[str
 
 
 def cost_text(table: pd.DataFrame, candidates: tuple[Candidate, ...], ceiling: float) -> str:
-    """Round 4: every screened candidate's estimated study minutes against the ceiling."""
+    """Rounds 4 and 5: every screened candidate's estimated study minutes against the ceiling."""
     by_name = {c.name: c for c in candidates}
     costs = table.groupby("candidate").agg(seconds=("s/epoch", "mean"))
     costs["minutes"] = study_minutes(costs, by_name)
