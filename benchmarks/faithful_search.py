@@ -269,13 +269,18 @@ def screen(
     only: str | None,
 ) -> None:
     """Stage 1: FGSM (seeds 101, 102) and PGD-10 (seed 101) for every candidate."""
-    rounds = {"_round2": round2, "_round4": round4, "_round5": round5, "_eps10": fallback}
-    if sum(rounds.values()) > 1:
+    # each round's page suffix, whether it was asked for, and its candidates (default: round 1)
+    rounds = {
+        "_round2": (round2, ROUND2),
+        "_round4": (round4, ROUND4),
+        "_round5": (round5, ROUND5),
+        "_eps10": (fallback, FALLBACK),
+    }
+    asked = [name for name, (flag, _) in rounds.items() if flag]
+    if len(asked) > 1:
         raise click.UsageError("name one round: --round2, --round4, --round5 or --fallback")
-    suffix = next((name for name, chosen in rounds.items() if chosen), "")
-    candidates = {"_round2": ROUND2, "_round4": ROUND4, "_round5": ROUND5, "_eps10": FALLBACK}.get(
-        suffix, CANDIDATES
-    )
+    suffix = asked[0] if asked else ""
+    candidates = rounds[suffix][1] if asked else CANDIDATES
     if only:
         by_name = {c.name: c for c in candidates}
         unknown = set(only.split(",")) - set(by_name)
