@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from robdrop.analysis.common import progress
 from robdrop.cli import parse_options
 from robdrop.study import Study
 from robdrop.study import reproduce as reproduce_module
@@ -201,6 +202,37 @@ def test_an_analysis_takes_the_free_slots_and_their_threads(
     waiting.status, waiting.slot = "done", None
     with fleet.analysing():  # nothing running: every thread
         assert torch.get_num_threads() == 2
+
+
+def test_an_analysis_widens_into_a_slot_freed_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A figure started beside a run takes that run's slot and threads at its next checkpoint
+    once the run ends and no run waits for the slot; while one waits, the run gets it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = Study(tmp_path, "mini", seeds=(1, 2, 3))
+    fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
+    first, second, third = fleet.entries.values()
+    first.status, first.slot, first.job = "running", 0, "job"
+    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
+    submitted = submitted_without_jobs(fleet, monkeypatch)
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    with fleet.analysing():
+        for epoch in progress(range(4), "test"):
+            seen.append(torch.get_num_threads())
+            with fleet._changed:
+                if epoch == 0:  # the run ends while two wait: the slot goes to the second
+                    first.status, first.slot = "done", None
+                    fleet._update()
+                elif epoch == 1:  # the second ends; the third takes its slot
+                    second.status, second.slot = "done", None
+                    fleet._update()
+                elif epoch == 2:  # the third ends, and none waits: the analysis widens
+                    third.status, third.slot = "done", None
+    assert seen == [1, 1, 1, 2]
+    assert submitted == [second.spec.name, third.spec.name]
+    assert torch.get_num_threads() == before and fleet._held == set()
 
 
 def test_the_costly_runs_start_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

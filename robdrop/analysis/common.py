@@ -4,7 +4,8 @@ checkpoints read on first use, seeded randomness, and an eval mode a generator c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,9 +138,29 @@ class Checkpoint:
         return self.loaded[1]
 
 
-def progress(epochs: Iterable[int], desc: str) -> tqdm:
-    """The progress bar of a loop over checkpoints."""
-    return tqdm(epochs, desc=desc, unit="ckpt", leave=False)
+# called before each checkpoint an analysis takes, in its thread (see `between_checkpoints`)
+_BETWEEN_CHECKPOINTS: list[Callable[[], None]] = []
+
+
+@contextmanager
+def between_checkpoints(callback: Callable[[], None]) -> Iterator[None]:
+    """Call `callback` before each checkpoint of every analysis loop inside the block, in the
+    loop's own thread: where a study's analysis widens into CPU slots freed while it runs (a
+    thread's OpenMP threads can only be set from that thread)."""
+    _BETWEEN_CHECKPOINTS.append(callback)
+    try:
+        yield
+    finally:
+        _BETWEEN_CHECKPOINTS.remove(callback)
+
+
+def progress(epochs: Iterable[int], desc: str) -> Iterator[int]:
+    """A loop over checkpoints, with its progress bar."""
+    with tqdm(epochs, desc=desc, unit="ckpt", leave=False) as bar:
+        for epoch in bar:
+            for callback in _BETWEEN_CHECKPOINTS:
+                callback()
+            yield epoch
 
 
 def own_perturbation(ckpt: Checkpoint, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ Job ids are kept in `<study root>/.jobs/jobs.json`, so a reproduction started ag
 to the jobs still queued or running instead of submitting them twice. A background thread
 watches the jobs and keeps the local slots full while the main thread draws the figures whose
 runs are done; on a CPU the drawing takes the free slots and their threads for itself (no run
-starts in them meanwhile), so the runs and the analyses never ask for more threads than there
-are.
+starts in them meanwhile), and widens into a slot freed while it draws when no run waits for it,
+so the runs and the analyses never ask for more threads than there are, nor leave a core idle.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import robdrop
+from robdrop.analysis.common import between_checkpoints
 from robdrop.attacks import MissingExtra
 from robdrop.study.study import COSTLY, RunSpec
 from robdrop.training.config import make_config
@@ -308,25 +309,39 @@ class Fleet:
     def analysing(self) -> Iterator[None]:
         """This process makes a figure or table. Where it shares the CPU with the runs (local,
         no GPU), it waits for a free slot, takes every free one with their threads and keeps
-        runs out of them until it is done; elsewhere it goes ahead as it is."""
+        runs out of them until it is done, and before each checkpoint it analyses takes the
+        slots freed meanwhile; elsewhere it goes ahead as it is."""
         if not self.launcher.shares_cpu:
             yield
             return
         with self._changed:
             self._wanted = True
-            while not (free := self._free_slots()):
+            while not self._free_slots():
                 if self._error is not None:
                     raise self._error
                 self._changed.wait(timeout=5.0)
-            self._held, self._wanted = set(free), False
+            self._wanted = False
         before = torch.get_num_threads()
-        torch.set_num_threads(min(self.launcher.threads, len(free) * self.launcher.slot_threads))
+        self._widen()
         try:
-            yield
+            with between_checkpoints(self._widen):
+                yield
         finally:
             torch.set_num_threads(before)
             with self._changed:
                 self._held = set()
+
+    def _widen(self) -> None:
+        """The analysis takes every free slot and its threads (called in the analysis's thread).
+        A slot a run ended in is free here only if no run waits for it: the watching thread
+        fills it in the same step, under the same lock, when one does."""
+        with self._changed:
+            free = self._free_slots()
+            if not free:
+                return
+            self._held |= set(free)
+            held = len(self._held)
+        torch.set_num_threads(min(self.launcher.threads, held * self.launcher.slot_threads))
 
     @property
     def failed(self) -> list[Entry]:
