@@ -274,7 +274,7 @@ class Fleet:
         self.entries = {s.name: Entry(s, train_args(s, self.root)) for s in costliest_first}
         self.executor = launcher.executor(self.folder)
         self.start = time.perf_counter()
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.RLock())  # _widen nests in it
         self._held: set[int] = set()  # slots this process's analysis has taken
         self._wanted = False  # an analysis waits for a slot: no run may take a freed one
         self._error: BaseException | None = None
@@ -321,8 +321,8 @@ class Fleet:
                     raise self._error
                 self._changed.wait(timeout=5.0)
             self._wanted = False
-        before = torch.get_num_threads()
-        self._widen()
+            before = torch.get_num_threads()
+            self._widen()  # under the same lock: no run takes the slot waited for meanwhile
         try:
             with between_checkpoints(self._widen):
                 yield
@@ -334,7 +334,7 @@ class Fleet:
     def _widen(self) -> None:
         """The analysis takes every free slot and its threads (called in the analysis's thread).
         A slot a run ended in is free here only if no run waits for it: the watching thread
-        fills it in the same step, under the same lock, when one does."""
+        fills it in the same step, under the same (reentrant) lock, when one does."""
         with self._changed:
             free = self._free_slots()
             if not free:
