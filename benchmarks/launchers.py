@@ -70,6 +70,7 @@ def step_table(steps: dict[str, pd.Series]) -> pd.DataFrame:
     help="Where the two studies go, kept (default: a temporary folder); a study already timed "
     "there is read, not run again (delete its folder to time it anew).",
 )
+@click.option("--name", default="launchers", help="The result page: docs/results/<name>.md.")
 def main(
     data_dir: str,
     preset: str,
@@ -80,6 +81,7 @@ def main(
     few_seeds: int | None,
     n: int | None,
     root: Path | None,
+    name: str,
 ) -> None:
     threads = threads or torch.get_num_threads()
     chosen = {"--only": only, "--seeds": seeds, "--few-seeds": few_seeds, "--n": n}
@@ -88,14 +90,14 @@ def main(
     launched = [*args, "--launcher", "local", "--parallel", str(parallel)]
     rows, steps = [], {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, study in (("sequential", args), (f"local --parallel {parallel}", launched)):
-            seconds, timings = timed_study(study, (root or Path(folder)) / name.split()[0], threads)
-            steps[name] = timings.set_index("name")["seconds"]
+        for kind, study in (("sequential", args), (f"local --parallel {parallel}", launched)):
+            seconds, timings = timed_study(study, (root or Path(folder)) / kind.split()[0], threads)
+            steps[kind] = timings.set_index("name")["seconds"]
             training = timings.loc[timings["kind"] == "train", "total_seconds"].max()
             rows.append(
                 {
-                    "launcher": name,
-                    "threads per run": threads if name == "sequential" else threads // parallel,
+                    "launcher": kind,
+                    "threads per run": threads if kind == "sequential" else threads // parallel,
                     "wall minutes": round(seconds / 60, 1),
                     "training done after (min)": round(training / 60, 1),
                 }
@@ -110,7 +112,7 @@ def main(
         f"the same one in the sequential study.\n\n{step_table(steps).to_markdown()}"
     )
     click.echo(body)
-    click.echo(f"written to {write_result('launchers', body)}")
+    click.echo(f"written to {write_result(name, body)}")
 
 
 if __name__ == "__main__":

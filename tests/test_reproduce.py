@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from matplotlib.container import ErrorbarContainer
 
 from robdrop.analysis.common import fixed_test_subset
 from robdrop.analysis.stats import Z95, wilson_interval
@@ -75,6 +76,11 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
     for name in names:
         for suffix in ("png", "pdf"):
             assert (figures / f"{name}.{suffix}").stat().st_size > 1000
+    study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
+    for name in FIGURES:  # the numbers each figure plots, beside it
+        written = pd.read_csv(figures / f"{name}.csv")
+        pd.testing.assert_frame_equal(written, TARGETS[name].frame(study), check_dtype=False,
+                                      rtol=1e-5)  # fmt: skip
     for name in TABLES:
         assert (figures / f"{name}.md").read_text().startswith("### Table")
         assert "\\begin{table}" in (figures / f"{name}.tex").read_text()
@@ -244,6 +250,12 @@ def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
     assert not [line for line in b.lines if line.get_alpha() == 0.35]  # PGD-5: one seed
     fig5 = TARGETS["figure5"].draw(study)["figure5"].axes[0]
     assert fig5.get_xlabel() == "clean test accuracy (%)"
+    # every point, one run, carries its 95 % interval over the test images on both axes
+    (bars,) = [c for c in fig5.containers if isinstance(c, ErrorbarContainer)]
+    assert bars.has_xerr and bars.has_yerr and len(bars.lines[2][0].get_segments()) == 4
+    frame = TARGETS["figure5"].frame(study)
+    low, acc, high = frame["pgd20_low"], frame["pgd20"], frame["pgd20_high"]
+    assert ((low <= acc) & (acc <= high) & (low < high)).all() and (frame["n"] == 64).all()
     fig1a = TARGETS["figure1"].draw(study)["figure1a"]
     assert len(fig1a.axes) == 3 * 4  # the images and the δ of two epochs, 4 images each
 
@@ -268,6 +280,7 @@ def test_figures_command_draws_without_training(
     result = CliRunner().invoke(main, ["figures", *args])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "figure4.csv",
         "figure4.pdf",
         "figure4.png",
         "table6.md",

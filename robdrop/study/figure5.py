@@ -1,5 +1,6 @@
 """Figure 5: clean against PGD-20 test accuracy of models trained with ε_train = 2 … 10/255, all
-evaluated at 8/255: FGSM-like methods fail at and above 8/255, APART stays top right."""
+evaluated at 8/255: FGSM-like methods fail at and above 8/255, APART stays top right. Each point
+is one training run, with its 95 % interval over the test images on both axes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from robdrop.analysis.stats import wilson_interval
 from robdrop.study.paper_values import display_name, paper_value
 from robdrop.study.study import RunSpec, Study
 from robdrop.study.style import apply_style
@@ -44,19 +46,17 @@ class Figure5(PaperFigure):
         return sorted(found, key=lambda r: (r.config.method_key, r.config.eps255))
 
     def frame(self, study: Study) -> pd.DataFrame:
-        """method, eps_train, clean, pgd20 (%) at the last epoch, evaluated at ε = 8/255."""
+        """method, eps_train, clean and pgd20 (%) at the last epoch, evaluated at ε = 8/255,
+        each with its 95 % interval over the n test images (<column>_low, <column>_high)."""
         rows = []
         for run in self.sweep_runs(study):
-            acc = study.evaluate(run, ("clean", "pgd20"), "last", EVAL_EPS255)
-            acc = 100 * acc.set_index("attack")["accuracy"]
-            rows.append(
-                {
-                    "method": run.config.method_key,
-                    "eps_train": run.config.eps255,
-                    "clean": acc["clean"],
-                    "pgd20": acc["pgd20"],
-                }
-            )
+            table = study.evaluate(run, ("clean", "pgd20"), "last", EVAL_EPS255)
+            row = {"method": run.config.method_key, "eps_train": run.config.eps255}
+            for attack, accuracy, n in table[["attack", "accuracy", "n"]].itertuples(index=False):
+                low, high = wilson_interval(accuracy, n)
+                row |= {attack: 100 * accuracy, f"{attack}_low": 100 * low,
+                        f"{attack}_high": 100 * high, "n": n}  # fmt: skip
+            rows.append(row)
         return pd.DataFrame(rows)
 
     def draw(self, study: Study) -> dict[str, Figure]:
@@ -69,7 +69,10 @@ def draw(frame: pd.DataFrame) -> Figure:
     apply_style()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     frame = frame.assign(label=frame["method"].map(display_name))
-    sns.scatterplot(frame, x="clean", y="pgd20", hue="label", style="label", s=60, ax=ax)
+    bars = {"xerr": _bars(frame, "clean"), "yerr": _bars(frame, "pgd20")}
+    ax.errorbar(frame["clean"], frame["pgd20"], fmt="none", ecolor="grey", elinewidth=0.6,
+                alpha=0.6, zorder=1, **bars)  # fmt: skip
+    sns.scatterplot(frame, x="clean", y="pgd20", hue="label", style="label", s=60, ax=ax, zorder=2)
     references = []
     for method, part in frame.sort_values("eps_train").groupby("method"):
         ax.plot(part["clean"], part["pgd20"], lw=0.6, alpha=0.5)
@@ -100,6 +103,13 @@ def draw(frame: pd.DataFrame) -> Figure:
         )
     ax.set(xlabel="clean test accuracy (%)", ylabel="PGD-20 test accuracy (%)")
     ax.legend(title="method", fontsize=7)
-    ax.set_title("Figure 5: ε_train sweep (point labels: ε_train in /255)")
+    ax.set_title("Figure 5: ε_train sweep (point labels: ε_train in /255)\n"
+                 f"one run each; bars: 95 % interval over {frame['n'].max():,} test images",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def _bars(frame: pd.DataFrame, column: str) -> list[pd.Series]:
+    """The distances from each point to the ends of its interval, as errorbar wants them."""
+    return [frame[column] - frame[f"{column}_low"], frame[f"{column}_high"] - frame[column]]

@@ -39,10 +39,15 @@ class Target:
 
 
 class PaperFigure(Target):
-    """A figure: one or more panels drawn from frames, saved as PNG and PDF."""
+    """A figure: one or more panels drawn from frames, saved as PNG and PDF, with the frame of
+    its plotted numbers (per seed and epoch) as `<name>.csv` beside them."""
 
     def applies(self, study: Study) -> bool:
         return study.draws_figures
+
+    def frame(self, study: Study) -> pd.DataFrame:
+        """The numbers the figure plots, one row per point (the cached evaluations)."""
+        raise NotImplementedError
 
     def draw(self, study: Study) -> dict[str, Figure]:
         """The figure's panels by file name (the calls a notebook makes)."""
@@ -50,7 +55,10 @@ class PaperFigure(Target):
 
     def write(self, study: Study, out: Path) -> list[Path]:
         drawn = self.draw(study)
-        return [path for name, fig in drawn.items() for path in save_figure(fig, out, name)]
+        paths = [path for name, fig in drawn.items() for path in save_figure(fig, out, name)]
+        data = out / f"{self.name}.csv"
+        self.frame(study).to_csv(data, index=False, float_format="%.6g")
+        return [*paths, data]
 
 
 class PaperTable(Target):
