@@ -161,18 +161,27 @@ def submitted_without_jobs(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> lis
     return submitted
 
 
+def cpu_fleet_one_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Fleet, list[str]]:
+    """Two CPU slots of one thread each and three FGSM runs, the first running in slot 0 (its
+    job never ends); the fleet and the names of the runs it submits from then on."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = Study(tmp_path, "mini", seeds=(1, 2, 3))
+    fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
+    first = next(iter(fleet.entries.values()))
+    first.status, first.slot, first.job = "running", 0, "job"
+    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
+    return fleet, submitted_without_jobs(fleet, monkeypatch)
+
+
 def test_an_analysis_takes_the_free_slots_and_their_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a CPU the main process's figure waits for a free slot, takes every free one with
     their threads, and no run starts in them meanwhile; afterwards its threads are restored."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    study = Study(tmp_path, "mini", seeds=(1, 2, 3))
-    fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
+    fleet, submitted = cpu_fleet_one_running(tmp_path, monkeypatch)
     busy, waiting, _ = fleet.entries.values()
-    busy.status, busy.slot, busy.job = "running", 0, "job"
-    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
-    submitted = submitted_without_jobs(fleet, monkeypatch)
     before = torch.get_num_threads()
     with fleet.analysing():
         assert torch.get_num_threads() == 1  # slot 1 alone, one thread of the two
@@ -209,13 +218,8 @@ def test_an_analysis_widens_into_a_slot_freed_while_it_runs(
 ) -> None:
     """A figure started beside a run takes that run's slot and threads at its next checkpoint
     once the run ends and no run waits for the slot; while one waits, the run gets it."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    study = Study(tmp_path, "mini", seeds=(1, 2, 3))
-    fleet = Fleet(Launcher("local", parallel=2, threads=2), tmp_path, study.specs("fgsm"), False)
+    fleet, submitted = cpu_fleet_one_running(tmp_path, monkeypatch)
     first, second, third = fleet.entries.values()
-    first.status, first.slot, first.job = "running", 0, "job"
-    monkeypatch.setattr(Launcher, "phases", lambda self, jobs: ["running"] * len(jobs))
-    submitted = submitted_without_jobs(fleet, monkeypatch)
     seen: list[int] = []
     before = torch.get_num_threads()
     with fleet.analysing():
