@@ -24,6 +24,7 @@ from robdrop.cli import main
 from robdrop.study import TARGETS, Study
 from robdrop.study.study import COSTLY, RunSpec, collapse_epoch, lasting_collapse
 from robdrop.training.runs import find_runs
+from tests.conftest import import_benchmark
 
 FIGURES = [n for n in TARGETS if n.startswith("figure")]
 TABLES = [n for n in TARGETS if n.startswith("table")]
@@ -233,6 +234,30 @@ def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
     fig5 = TARGETS["figure5"].frame(Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart")))
     assert sorted(fig5["eps_train"].unique()) == [4.0, 8.0]
     assert set(fig5["method"]) == {"ffgsm", "apart"}
+
+
+def test_study_cost_reads_the_runs_and_steps_records(
+    study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/study_cost.py: one row per run with its metrics.csv's minutes, every figure's
+    and table's minutes per invocation, and a page with their totals."""
+    runs, figures = study_dirs
+    bench = import_benchmark(monkeypatch, "study_cost")
+    costs = bench.run_costs(runs)
+    assert sorted(costs["run"]) == sorted(r.name for r in find_runs(runs))
+    fgsm = next(r for r in find_runs(runs) if r.config.method_key == "fgsm")
+    row = costs.set_index("run").loc[fgsm.name]
+    assert row["train_min"] == pytest.approx(fgsm.metrics()["seconds"].sum() / 60)
+    assert row["epochs"] == len(fgsm.metrics()) and row["eval_min"] > 0
+    steps = bench.step_costs([figures / "timings.csv"])
+    assert set(FIGURES) | set(TABLES) <= set(steps["name"]) and "train" not in set(steps["kind"])
+    page = tmp_path / "cost.md"
+    monkeypatch.setattr(bench, "write_result", lambda name, body: page.write_text(body))
+    args = ["--runs", str(runs), "--timings", str(figures / "timings.csv"), "--name", "cost"]
+    result = CliRunner().invoke(bench.main, args)
+    assert result.exit_code == 0, result.output
+    total = costs["train_min"].sum() + costs["eval_min"].sum()
+    assert f"**{len(costs)} runs, {total:.1f} run-minutes**" in page.read_text()
 
 
 def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
