@@ -9,8 +9,8 @@
 
 The two studies are timed end to end (training, analyses, drawing), one after the other on an
 otherwise idle machine; the result, with the share of each that went to training, goes to
-docs/results/launchers.md. If the parallel study is faster, `--launcher local` should become
-the default for `mini`.
+docs/results/launchers.md (or `--name`'s page). If the parallel study is faster,
+`--launcher local` should become the default for `mini`.
 """
 
 from __future__ import annotations
