@@ -260,6 +260,21 @@ def test_study_cost_reads_the_runs_and_steps_records(
     assert f"**{len(costs)} runs, {total:.1f} run-minutes**" in page.read_text()
 
 
+def test_identical_runs_compares_last_weights(
+    study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/identical_runs.py: a run is equal to itself and not to another seed's."""
+    runs, _ = study_dirs
+    bench = import_benchmark(monkeypatch, "identical_runs")
+    page = tmp_path / "same.md"
+    monkeypatch.setattr(bench, "write_result", lambda name, body: page.write_text(body))
+    fgsm = sorted(str(r.path) for r in find_runs(runs) if r.config.method_key == "fgsm")
+    result = CliRunner().invoke(bench.main, [fgsm[0], fgsm[0], fgsm[1]])
+    assert result.exit_code == 0, result.output
+    verdicts = [line.split("|")[4].strip() for line in page.read_text().splitlines()[2:]]
+    assert verdicts == ["True", "True", "False"]
+
+
 def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
     runs, _ = study_dirs
     study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
