@@ -21,9 +21,8 @@ from robdrop.training.runs import Run
 
 
 def last_weights(run: Run) -> dict[str, torch.Tensor]:
-    """The model weights of the run's last epoch checkpoint."""
-    path = max(run.path.glob("epoch-*.pt"))
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    """The model weights of the run's last checkpoint (read and checked by `Run`)."""
+    return run.load_checkpoint()["model"]
 
 
 @click.command()
