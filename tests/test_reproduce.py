@@ -300,6 +300,25 @@ def test_drawn_figures_have_their_axes(study_dirs: tuple[Path, Path]) -> None:
     assert len(fig1a.axes) == 3 * 4  # the images and the δ of two epochs, 4 images each
 
 
+def test_writing_a_figure_builds_its_frame_once(
+    study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`write` draws the panels from the frame it writes as CSV, not from a second build."""
+    runs, _ = study_dirs
+    study = Study(runs, "mini", n=64, sweep_methods=("ffgsm", "apart"))
+    for name in FIGURES:
+        figure, built = TARGETS[name], []
+        build = type(figure).frame
+
+        def counted(self: object, s: Study, build=build, built=built) -> pd.DataFrame:
+            built.append(s)
+            return build(self, s)
+
+        monkeypatch.setattr(type(figure), "frame", counted)
+        figure.write(study, tmp_path)
+        assert built == [study], name
+
+
 def test_reproduce_again_redoes_nothing(data_dir: Path, study_dirs: tuple[Path, Path]) -> None:
     runs, figures = study_dirs
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}

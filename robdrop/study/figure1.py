@@ -80,12 +80,12 @@ class Figure1(PaperFigure):
         tidy = tidy[["train_seed", "epoch", "series", "accuracy", "n"]]
         return tidy.assign(accuracy=100 * tidy["accuracy"])
 
-    def draw(self, study: Study) -> dict[str, Figure]:
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
         images, deltas = self.images(study)
         eps = study.run("fgsm").config.eps_image
         return {
             "figure1a": draw_images(images, deltas, eps),
-            "figure1b": draw_strength(self.frame(study), study.fgsm_collapses()),
+            "figure1b": draw_strength(frame, study.fgsm_collapses()),
         }
 
     def claims(self, study: Study) -> list[dict[str, Any]]:

@@ -46,8 +46,8 @@ class Figure2(PaperFigure):
                     rows.append(part.assign(train_seed=seed))
         return pd.concat(rows, ignore_index=True)
 
-    def draw(self, study: Study) -> dict[str, Figure]:
-        return {self.name: draw(self.frame(study), study.fgsm_collapses())}
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
+        return {self.name: draw(frame, study.fgsm_collapses())}
 
     def claims(self, study: Study) -> list[dict[str, Any]]:
         """FGSM collapses for good in every seed (C1 without its robustness bar, which needs

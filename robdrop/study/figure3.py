@@ -51,8 +51,8 @@ class Figure3(PaperFigure):
         columns = ["panel", "pair", "train_seed", "epoch", "gap"]
         return pd.concat(frames, ignore_index=True)[columns]
 
-    def draw(self, study: Study) -> dict[str, Figure]:
-        return {self.name: draw(self.frame(study), study.fgsm_collapses())}
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
+        return {self.name: draw(frame, study.fgsm_collapses())}
 
     def claims(self, study: Study) -> list[dict[str, Any]]:
         """C3b of docs/faithful_search.md, per seed where FGSM collapsed for good at c: the

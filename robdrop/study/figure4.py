@@ -28,8 +28,8 @@ class Figure4(PaperFigure):
         ]
         return pd.concat(frames, ignore_index=True)
 
-    def draw(self, study: Study) -> dict[str, Figure]:
-        return {self.name: draw(self.frame(study))}
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
+        return {self.name: draw(frame)}
 
 
 def draw(frame: pd.DataFrame) -> Figure:

@@ -59,8 +59,8 @@ class Figure5(PaperFigure):
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def draw(self, study: Study) -> dict[str, Figure]:
-        return {self.name: draw(self.frame(study))}
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
+        return {self.name: draw(frame)}
 
 
 def draw(frame: pd.DataFrame) -> Figure:

@@ -39,8 +39,9 @@ class Target:
 
 
 class PaperFigure(Target):
-    """A figure: one or more panels drawn from frames, saved as PNG and PDF, with the frame of
-    its plotted numbers (per seed and epoch) as `<name>.csv` beside them."""
+    """A figure: one or more panels drawn from its frame, saved as PNG and PDF, with the frame
+    of its plotted numbers (per seed and epoch) as `<name>.csv` beside them. Subclasses
+    implement `runs`, `frame` and `panels`; the frame is built once per `write`."""
 
     def applies(self, study: Study) -> bool:
         return study.draws_figures
@@ -49,15 +50,21 @@ class PaperFigure(Target):
         """The numbers the figure plots, one row per point (the cached evaluations)."""
         raise NotImplementedError
 
-    def draw(self, study: Study) -> dict[str, Figure]:
-        """The figure's panels by file name (the calls a notebook makes)."""
+    def panels(self, study: Study, frame: pd.DataFrame) -> dict[str, Figure]:
+        """The figure's panels by file name, drawn from `frame` (this figure's `frame`)."""
         raise NotImplementedError
 
+    def draw(self, study: Study, frame: pd.DataFrame | None = None) -> dict[str, Figure]:
+        """The figure's panels by file name (the call a notebook makes); `frame` when the
+        caller already built it, so the cached evaluations are read once."""
+        return self.panels(study, self.frame(study) if frame is None else frame)
+
     def write(self, study: Study, out: Path) -> list[Path]:
-        drawn = self.draw(study)
+        frame = self.frame(study)
+        drawn = self.draw(study, frame)
         paths = [path for name, fig in drawn.items() for path in save_figure(fig, out, name)]
         data = out / f"{self.name}.csv"
-        self.frame(study).to_csv(data, index=False, float_format="%.6g")
+        frame.to_csv(data, index=False, float_format="%.6g")
         return [*paths, data]
 
 
