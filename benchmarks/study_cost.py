@@ -17,25 +17,7 @@ import click
 import pandas as pd
 from common import write_result
 
-from robdrop.training.runs import find_runs
-
-
-def run_costs(root: Path) -> pd.DataFrame:
-    """One row per complete or partial run under `root`: method, seed, epochs and minutes."""
-    rows = []
-    for run in find_runs(root):
-        metrics = run.metrics()
-        evaluation = metrics["eval_seconds"].sum() if "eval_seconds" in metrics else 0.0
-        rows.append({
-            "run": run.name,
-            "method": run.config.method_key,
-            "epsilon": run.config.eps255,
-            "seed": run.config.seed,
-            "epochs": len(metrics),
-            "train_min": metrics["seconds"].sum() / 60,
-            "eval_min": evaluation / 60,
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+from robdrop.training.runs import find_runs, run_costs
 
 
 def step_costs(timings: list[Path]) -> pd.DataFrame:
@@ -55,7 +37,7 @@ def step_costs(timings: list[Path]) -> pd.DataFrame:
               type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
 @click.option("--name", default="study_cost", help="docs/results/<name>.md")
 def main(root: Path, timings: tuple[Path, ...], name: str) -> None:
-    runs = run_costs(root)
+    runs = run_costs(find_runs(root))
     by_method = (
         runs.groupby(["method", "epsilon"], sort=False)
         .agg(

@@ -23,7 +23,7 @@ from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
 from robdrop.study import TARGETS, Study
 from robdrop.study.study import COSTLY, RunSpec, collapse_epoch, lasting_collapse
-from robdrop.training.runs import find_runs
+from robdrop.training.runs import find_runs, run_costs
 from tests.conftest import import_benchmark
 
 FIGURES = [n for n in TARGETS if n.startswith("figure")]
@@ -89,6 +89,10 @@ def test_reproduce_writes_every_figure_and_table(study_dirs: tuple[Path, Path]) 
     assert "## The paper's claims at this scale" in summary and "## Table 2" in summary
     for claim in ("FGSM's PGD-20 accuracy collapses", "APART does not collapse", "1/4 of PGD-10"):
         assert claim in summary
+    # the runs' cost from their own records, whichever invocation trained them
+    costs = run_costs(find_runs(runs))
+    total = costs["train_min"].sum() + costs["eval_min"].sum()
+    assert f"- work, from the records: {len(costs)} runs, {total:.1f} run-minutes" in summary
     timings = pd.read_csv(figures / "timings.csv")
     assert set(FIGURES) | set(TABLES) <= set(timings["name"])
     # the core targets are finished before the ε sweep starts
@@ -239,11 +243,11 @@ def test_figure_frames_have_their_series(study_dirs: tuple[Path, Path]) -> None:
 def test_study_cost_reads_the_runs_and_steps_records(
     study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """benchmarks/study_cost.py: one row per run with its metrics.csv's minutes, every figure's
-    and table's minutes per invocation, and a page with their totals."""
+    """`run_costs` and benchmarks/study_cost.py: one row per run with its metrics.csv's minutes,
+    every figure's and table's minutes per invocation, and a page with their totals."""
     runs, figures = study_dirs
     bench = import_benchmark(monkeypatch, "study_cost")
-    costs = bench.run_costs(runs)
+    costs = run_costs(find_runs(runs))
     assert sorted(costs["run"]) == sorted(r.name for r in find_runs(runs))
     fgsm = next(r for r in find_runs(runs) if r.config.method_key == "fgsm")
     row = costs.set_index("run").loc[fgsm.name]

@@ -20,6 +20,7 @@ from robdrop.study.paper_values import display_name
 from robdrop.study.registry import CORE, TARGETS
 from robdrop.study.study import Study
 from robdrop.study.tables import presentable
+from robdrop.training.runs import find_runs, run_costs
 
 
 def claims(study: Study) -> pd.DataFrame:
@@ -50,12 +51,17 @@ def hardware() -> str:
 
 
 def summary(
-    study: Study, timings: pd.DataFrame, command: Sequence[str], core: Sequence[str]
+    study: Study,
+    timings: pd.DataFrame,
+    command: Sequence[str],
+    core: Sequence[str],
+    runs: Sequence[str] = (),
 ) -> str:
     """Markdown: command, hardware, wall times, the claims checked, our tables and the paper's.
 
     `timings` holds every invocation's step times (timings.csv); `core` names the steps of
-    Figures 1–4 and Tables 2 and 6.
+    Figures 1–4 and Tables 2 and 6; `runs` the plan's runs, whose own records give what they
+    cost wherever they were trained (timings.csv knows only the invocations that wrote it).
     """
     # wall time per invocation: when its last step ended (runs under a launcher overlap)
     invocations = timings.groupby("invocation")["total_seconds"].max() if len(timings) else []
@@ -78,6 +84,16 @@ def summary(
         seconds = mine.groupby("invocation")["total_seconds"].max().sum() if len(mine) else 0
         lines.append(
             f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
+        )
+    if runs:
+        costs = run_costs(r for r in find_runs(study.root) if r.name in set(runs))
+        made = timings.loc[timings["kind"] != "train", "seconds"].sum() if len(timings) else 0
+        train, checks = costs["train_min"].sum(), costs["eval_min"].sum()
+        lines.append(
+            f"- work, from the records: {len(costs)} runs, {train + checks:.1f} run-minutes "
+            f"in their metrics.csv (training {train:.1f}, per-epoch quick checks {checks:.1f}), "
+            f"whichever invocation trained them; figures and tables {made / 60:.1f} min over "
+            "the invocations in timings.csv"
         )
     lines += [
         f"- training seeds: {study.seeds_text()}",

@@ -156,6 +156,7 @@ def reproduce(
     """
     steps = plan(study, only, out)
     core = _core_steps(steps)
+    planned = [s.name for s in steps if s.kind == "train"]
     steps = [s for s in steps if train or s.kind != "train"]
     process = distributed.from_environment()
     if train and process.main:
@@ -183,7 +184,7 @@ def reproduce(
     if all(t in targets for t in wanted) and not failed:
         path = out / "timings.csv"
         history = pd.read_csv(path) if path.is_file() else timings.frame()
-        (out / "summary.md").write_text(summary(study, history, command, core))
+        (out / "summary.md").write_text(summary(study, history, command, core, planned))
     elif failed:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.md").write_text(f"# Reproduction summary ({study.preset})\n\n{report}")

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +310,24 @@ def find_runs(root: str | Path) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run(p) for p in sorted(root.iterdir()) if (p / "run.json").is_file()]
+
+
+def run_costs(runs: Iterable[Run]) -> pd.DataFrame:
+    """Minutes each run spent, from its own metrics.csv, whichever process, invocation or
+    session trained it: run, method, epsilon, seed, epochs, train_min and eval_min (the
+    per-epoch quick check)."""
+    rows = []
+    for run in runs:
+        metrics = run.metrics()
+        evaluation = metrics["eval_seconds"].sum() if "eval_seconds" in metrics else 0.0
+        rows.append({
+            "run": run.name,
+            "method": run.config.method_key,
+            "epsilon": run.config.eps255,
+            "seed": run.config.seed,
+            "epochs": len(metrics),
+            "train_min": metrics["seconds"].sum() / 60 if len(metrics) else 0.0,
+            "eval_min": evaluation / 60,
+        })  # fmt: skip
+    columns = ["run", "method", "epsilon", "seed", "epochs", "train_min", "eval_min"]
+    return pd.DataFrame(rows, columns=columns)
