@@ -86,7 +86,8 @@ def summary(
             f"- of which Figures 1–4 with Tables 2 and 6 (done first): {seconds / 60:.1f} min"
         )
     if runs:
-        costs = run_costs(r for r in find_runs(study.root) if r.name in set(runs))
+        planned = set(runs)
+        costs = run_costs(r for r in find_runs(study.root) if r.name in planned)
         made = timings.loc[timings["kind"] != "train", "seconds"].sum() if len(timings) else 0
         train, checks = costs["train_min"].sum(), costs["eval_min"].sum()
         lines.append(
