@@ -27,7 +27,7 @@ from robdrop.analysis import (
     val_best_epoch,
 )
 from robdrop.analysis.common import Checkpoint, eval_locked, own_perturbation, run_data
-from robdrop.attacks import make_attack
+from robdrop.attacks import PGD, make_attack
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
 from robdrop.study.sweep import eps_sweep
@@ -98,6 +98,51 @@ def test_gap_has_a_row_per_epoch_and_is_the_difference_of_two_losses(fgsm):
     assert row["loss_A"] == pytest.approx(loss_a, abs=1e-5)
     assert row["loss_B"] == pytest.approx(loss_b, abs=1e-5)
     assert row["gap"] == pytest.approx(loss_b - loss_a, abs=1e-5)
+
+
+def fresh_copy(run: Run, dest: Path, **config) -> Run:
+    """A copy of `run` without its analysis cache."""
+    copy = copy_run(run, dest, **config)
+    shutil.rmtree(copy.path / "analysis", ignore_errors=True)
+    return copy
+
+
+def test_a_pgd20_evaluation_gives_pgd10_as_pgd10_alone_does(fgsm, tmp_path, monkeypatch):
+    """PGD-20 passes through PGD-10 and caches its result on the way, the same bit for bit."""
+    alone = evaluate_run(fresh_copy(fgsm, tmp_path / "a" / fgsm.name), ["pgd10"], n=32)
+    shared = fresh_copy(fgsm, tmp_path / "b" / fgsm.name)
+    evaluate_run(shared, ["pgd20"], n=32)
+
+    def attacked_again(*args, **kwargs):
+        raise AssertionError("PGD-10 was computed again")
+
+    monkeypatch.setattr(PGD, "iterates", attacked_again)
+    pd.testing.assert_frame_equal(evaluate_run(shared, ["pgd10"], n=32), alone)
+
+
+@pytest.mark.parametrize("which", ["fgsm", "pgd"])
+def test_the_gap_reads_pgd10_off_the_curves_and_equals_the_gap_alone(
+    which, fgsm, pgd, tmp_path, monkeypatch
+):
+    """FGSM's generator draws no random numbers, so its gap reads f_B's loss off the PGD-20
+    evaluation; PGD-2's draws its start, which would shift f_B's starts, so its gap attacks
+    again. Either way the gap is the one computed alone (over four batches, so that draws
+    between them would show)."""
+    run = {"fgsm": fgsm, "pgd": pgd}[which]
+    alone = strength_gap(
+        fresh_copy(run, tmp_path / "a" / run.name, eval_batch_size=8), "pgd10", n=32
+    )
+    shared = fresh_copy(run, tmp_path / "b" / run.name, eval_batch_size=8)
+    evaluate_run(shared, ["pgd20"], n=32)
+    steps, perturb = [], PGD.perturb
+
+    def counting(self, *args, **kwargs):
+        steps.append(self.steps)
+        return perturb(self, *args, **kwargs)
+
+    monkeypatch.setattr(PGD, "perturb", counting)
+    pd.testing.assert_frame_equal(strength_gap(shared, "pgd10", n=32), alone)
+    assert (10 in steps) == (which == "pgd")
 
 
 def test_own_generator_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(pgd, cifar):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from robdrop.attacks import make_attack
-from robdrop.attacks.evaluate import accuracy_under
+from robdrop.attacks.evaluate import accuracy_under, losses_along, losses_and_accuracies
 
 from .conftest import fit_a_little
 
@@ -51,3 +51,36 @@ def test_pgd_step_defaults_to_two_255ths_at_eps_8():
 def test_unknown_spec_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown attack 'pgdx'; choose one of"):
         make_attack("pgdx", EPS)
+
+
+@pytest.mark.parametrize("spec", ["pgd6", "cw6"])
+def test_a_pgd_run_passes_through_the_shorter_pgds(cifar, tiny_model, spec):
+    """The k-th iterate of one PGD-6 run is PGD-k's δ (same start and step), and scoring the
+    iterates on the way gives, bit for bit, what evaluating each PGD-k alone gives."""
+    fit_a_little(tiny_model, cifar)
+    tiny_model.eval()
+    x, y = cifar.test_x[:96], cifar.test_y[:96]
+    attack = make_attack(spec, EPS)
+    xb = x[:32].float() / 255
+    torch.manual_seed(0)
+    iterates = [d.clone() for d in attack.iterates(tiny_model, xb, y[:32])]
+    for k in (1, 3, 6):
+        torch.manual_seed(0)
+        assert torch.equal(iterates[k - 1], attack.first(k)(tiny_model, xb, y[:32]))
+    torch.manual_seed(0)
+    along = losses_along(tiny_model, attack, [2, 6], x, y, batch_size=40)
+    for k in (2, 6):
+        torch.manual_seed(0)
+        generators = {"alone": lambda xb, yb, k=k: attack.first(k)(tiny_model, xb, yb)}
+        assert (
+            along[k] == losses_and_accuracies(tiny_model, generators, x, y, batch_size=40)["alone"]
+        )
+    assert attack.steps == 6  # `first` builds a copy
+
+
+def test_the_shorter_pgds_must_be_on_the_way(tiny_model, test_batch):
+    x, y = test_batch
+    with pytest.raises(ValueError, match="stops must lie in 1…6"):
+        losses_along(tiny_model, make_attack("pgd6", EPS), [7], x, y)
+    with pytest.raises(ValueError, match="one-restart"):
+        losses_along(tiny_model, make_attack("pgd6", EPS, restarts=2), [6], x, y)

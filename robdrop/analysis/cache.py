@@ -38,6 +38,33 @@ def _stamp(path: Path) -> list[Any]:
     return [path.name, st.st_size, st.st_mtime_ns]
 
 
+def _entry(run: Run, function: str, params: dict[str, Any], inputs: Sequence[Path]) -> Path:
+    """Where the result of `function` with `params` on these checkpoints is kept."""
+    key = _digest({"function": function, "params": params, "robdrop": robdrop.__version__,
+                   "format": CACHE_FORMAT})  # fmt: skip
+    return run.path / "analysis" / function / f"{key}-{_digest([_stamp(p) for p in inputs])}.csv"
+
+
+def lookup(
+    run: Run, function: str, params: dict[str, Any], inputs: Sequence[Path]
+) -> pd.DataFrame | None:
+    """The cached result, or None where it was not computed for these checkpoints."""
+    path = _entry(run, function, params, inputs)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def store(
+    run: Run, function: str, params: dict[str, Any], inputs: Sequence[Path], frame: pd.DataFrame
+) -> pd.DataFrame:
+    """Keep `frame` as the result, replacing one computed from older checkpoints."""
+    path = _entry(run, function, params, inputs)
+    key = path.name.split("-")[0]
+    for stale in path.parent.glob(f"{key}-*.csv"):
+        stale.unlink(missing_ok=True)
+    atomic_write_text(path, frame.to_csv(index=False))
+    return frame
+
+
 def cached(
     run: Run,
     function: str,
@@ -46,14 +73,5 @@ def cached(
     compute: Callable[[], pd.DataFrame],
 ) -> pd.DataFrame:
     """`compute()` once per (function, params, input checkpoints); later calls read the CSV."""
-    folder = run.path / "analysis" / function
-    key = _digest({"function": function, "params": params, "robdrop": robdrop.__version__,
-                   "format": CACHE_FORMAT})  # fmt: skip
-    path = folder / f"{key}-{_digest([_stamp(p) for p in inputs])}.csv"
-    if path.is_file():
-        return pd.read_csv(path)
-    frame = compute()
-    for stale in folder.glob(f"{key}-*.csv"):
-        stale.unlink(missing_ok=True)
-    atomic_write_text(path, frame.to_csv(index=False))
-    return frame
+    frame = lookup(run, function, params, inputs)
+    return store(run, function, params, inputs, compute()) if frame is None else frame

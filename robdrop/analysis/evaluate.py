@@ -6,6 +6,7 @@ validation split (the last `val_size` training images, never trained on), never 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Literal
 import pandas as pd
 import torch
 
-from robdrop.analysis.cache import cached
+from robdrop.analysis.cache import cached, store
 from robdrop.analysis.common import Checkpoint, Source, progress, run_data, subset
-from robdrop.attacks import Attack, make_attack
-from robdrop.attacks.base import seeded
-from robdrop.attacks.evaluate import accuracy_under
+from robdrop.attacks import PGD, Attack, make_attack
+from robdrop.attacks.base import model_mode, seeded
+from robdrop.attacks.evaluate import accuracy_under, losses_along
 from robdrop.training.best import best_epoch
 from robdrop.training.factories import resolve_device
 
@@ -29,6 +30,20 @@ TRAIN_MODE = "@train"
 Epochs = str | int | Sequence[int]
 # the held-out part of the training set, or the test set
 Split = Literal["val", "test"]
+# Shorter PGDs a longer PGD evaluation scores on its way and caches as their own results (its
+# first k iterates are PGD-k's): the strength gap's PGD-10 (Figure 3a) within the curves' PGD-20
+SHARED_STOPS = (10,)
+
+
+def accuracy_params(split: Split, epoch: int, description: str, n: int | None, seed: int) -> dict:
+    """What names one accuracy result in the cache (`description`: the attack's `describe()`)."""
+    return {"split": split, "epoch": epoch, "attack": description, "n": n, "seed": seed}
+
+
+def shares_iterates(attack: Attack) -> bool:
+    """Whether `attack` is a PGD run whose iterates are shorter PGDs' results: one restart, in
+    eval mode."""
+    return isinstance(attack, PGD) and attack.restarts == 1 and attack.mode == "eval"
 
 
 def _accuracy(
@@ -52,6 +67,45 @@ def _accuracy(
     row = {"epoch": ckpt.epoch, "attack": spec, "accuracy": acc, "description": description}
     flags = attack.take_flags()
     return pd.DataFrame([row if flags is None else {**row, "flags": flags}])
+
+
+def _pgd_accuracy(
+    ckpt: Checkpoint,
+    split: Split,
+    spec: str,
+    attack: PGD,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n: int | None,
+    seed: int,
+) -> pd.DataFrame:
+    """`_accuracy`'s row for a PGD, with the mean loss under it, from one run that also scores
+    the shorter PGDs of SHARED_STOPS (same start, same step) and caches them as their own."""
+    steps = [k for k in SHARED_STOPS if k < attack.steps] + [attack.steps]
+    with seeded(seed, ckpt.device), model_mode(ckpt.model, attack.mode):
+        results = losses_along(
+            ckpt.model,
+            attack,
+            steps,
+            x,
+            y,
+            batch_size=ckpt.run.config.eval_batch_size,
+            device=ckpt.device,
+        )
+    for k, (loss, accuracy) in results.items():
+        description = attack.first(k).describe()
+        row = {
+            "epoch": ckpt.epoch,
+            "attack": re.sub(r"\d+$", str(k), spec),
+            "accuracy": accuracy,
+            "description": description,
+            "loss": loss,
+        }
+        frame = pd.DataFrame([row])
+        if k < attack.steps:
+            params = accuracy_params(split, ckpt.epoch, description, n, seed)
+            store(ckpt.run, "accuracy", params, [ckpt.path], frame)
+    return frame
 
 
 def accuracy_table(
@@ -89,14 +143,13 @@ def accuracy_table(
     for epoch in progress(epochs, f"{split} accuracy {run.name}"):
         ckpt = Checkpoint(run, epoch, device)
         for spec, attack in built.items():
-            params = {
-                "split": split,
-                "epoch": epoch,
-                "attack": attack.describe() + (TRAIN_MODE if spec.endswith(TRAIN_MODE) else ""),
-                "n": n,
-                "seed": seed,
-            }
-            compute = partial(_accuracy, ckpt, spec, attack, x, y, seed)
+            train_mode = spec.endswith(TRAIN_MODE)
+            description = attack.describe() + (TRAIN_MODE if train_mode else "")
+            params = accuracy_params(split, epoch, description, n, seed)
+            if shares_iterates(attack) and not train_mode:
+                compute = partial(_pgd_accuracy, ckpt, split, spec, attack, x, y, n, seed)
+            else:
+                compute = partial(_accuracy, ckpt, spec, attack, x, y, seed)
             rows.append(cached(run, "accuracy", params, [ckpt.path], compute))
     table = pd.concat(rows, ignore_index=True)
     return table.assign(n=len(y), seed=seed, eps=eps255)  # the column is in /255

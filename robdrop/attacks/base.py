@@ -45,6 +45,12 @@ def forked_rng(device: torch.device) -> Iterator[None]:
         yield
 
 
+def rng_state(device: torch.device) -> list[torch.Tensor]:
+    """The CPU's random state and, on CUDA, `device`'s: unchanged by code that drew nothing."""
+    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+    return [torch.get_rng_state(), *cuda]
+
+
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Random starts and noise fixed by `seed` inside; the caller's RNG state is left as it was."""

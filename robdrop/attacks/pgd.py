@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections import deque
+from collections.abc import Iterator
 from typing import Literal, get_args
 
 import torch
@@ -49,6 +52,12 @@ class PGD(Attack):
         self.steps, self.step, self.random_start = steps, step, random_start
         self.restarts, self.loss = restarts, loss
 
+    def first(self, steps: int) -> PGD:
+        """PGD-`steps` with these settings: its δ is this attack's iterate after `steps` steps."""
+        shorter = copy.copy(self)
+        shorter.steps = steps
+        return shorter
+
     @property
     def loss_fn(self) -> LossFn:
         return F.cross_entropy if self.loss == "ce" else cw_margin_loss
@@ -60,6 +69,24 @@ class PGD(Attack):
         with model_mode(model, self.mode):
             return self._one_run(model, x.detach(), y, start.detach()).detach()
 
+    def iterates(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        start: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """δ after each step of one run (from PGD's own start unless given), in the model's
+        mode as it is: the k-th is exactly PGD-k's δ for the same start, so one run of the
+        longest attack serves the shorter ones too."""
+        delta = start
+        if delta is None:
+            delta = uniform_start(x, self.eps) if self.random_start else torch.zeros_like(x)
+        for _ in range(self.steps):
+            grad = input_gradient(model, x, delta, y, self.loss_fn, amp=self.amp)
+            delta = clip_delta(delta + self.step * grad.sign(), x, self.eps)
+            yield delta
+
     def _one_run(
         self,
         model: nn.Module,
@@ -67,13 +94,8 @@ class PGD(Attack):
         y: torch.Tensor,
         start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        delta = start
-        if delta is None:
-            delta = uniform_start(x, self.eps) if self.random_start else torch.zeros_like(x)
-        for _ in range(self.steps):
-            grad = input_gradient(model, x, delta, y, self.loss_fn, amp=self.amp)
-            delta = clip_delta(delta + self.step * grad.sign(), x, self.eps)
-        return delta
+        (last,) = deque(self.iterates(model, x, y, start), maxlen=1)
+        return last
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         best = self._one_run(model, x, y)
