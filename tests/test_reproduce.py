@@ -17,7 +17,7 @@ from matplotlib.container import ErrorbarContainer
 
 from robdrop.analysis.common import fixed_test_subset
 from robdrop.analysis.stats import Z95, wilson_interval
-from robdrop.attacks import ReferenceAutoAttack, make_attack
+from robdrop.attacks import PGD, ReferenceAutoAttack, make_attack
 from robdrop.attacks.base import seeded
 from robdrop.attacks.evaluate import accuracy_under
 from robdrop.cli import main
@@ -321,6 +321,35 @@ def test_writing_a_figure_builds_its_frame_once(
         monkeypatch.setattr(type(figure), "frame", counted)
         figure.write(study, tmp_path)
         assert built == [study], name
+
+
+@pytest.mark.parametrize("before", [(), ("figure2",)])
+def test_figure3_attacks_only_checkpoints_without_a_pgd20_curve(
+    before: tuple[str, ...],
+    study_dirs: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On runs without an analysis cache, Figure 3 attacks with PGD-10 only the checkpoints
+    whose PGD-20 curve is not evaluated first: FGSM's never (Figure 3 needs its curve), APART's
+    unless Figure 2 was made before. Each checkpoint is one batch of the 64 images here."""
+    runs = shutil.copytree(study_dirs[0], tmp_path / "runs")
+    for cache in runs.glob("*/analysis"):
+        shutil.rmtree(cache)
+    study = Study(runs, "mini", n=64)
+    for name in before:
+        TARGETS[name].frame(study)
+    steps, perturb = [], PGD.perturb
+
+    def counting(self: PGD, *args: torch.Tensor) -> torch.Tensor:
+        steps.append(self.steps)
+        return perturb(self, *args)
+
+    monkeypatch.setattr(PGD, "perturb", counting)
+    TARGETS["figure3"].frame(study)
+    attacked = ["fgsm+"] if before else ["fgsm+", "apart"]
+    checkpoints = sum(len(study.run(m, s).epochs()) for m in attacked for s in study.seeds_for(m))
+    assert steps.count(10) == checkpoints
 
 
 def test_reproduce_again_redoes_nothing(data_dir: Path, study_dirs: tuple[Path, Path]) -> None:

@@ -36,6 +36,9 @@ class Figure3(PaperFigure):
 
     def frame(self, study: Study) -> pd.DataFrame:
         """panel, pair, train_seed, epoch, gap (nats)."""
+        # FGSM's PGD-20 curves first (the collapse marks need them), so its gaps read their
+        # PGD-10 losses off them, whichever figure a launcher makes first
+        study.fgsm_collapses()
         frames = []
         for source, to, panel in GAPS:
             for seed in study.seeds_for(source):
