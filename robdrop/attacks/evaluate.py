@@ -76,9 +76,8 @@ def _score(
     """Summed cross-entropy and the number right of `model` on one batch x + δ."""
     with torch.no_grad():
         logits = model(xb + delta)
-        return F.cross_entropy(logits, yb, reduction="sum").item(), (
-            logits.argmax(1) == yb
-        ).sum().item()
+        loss = F.cross_entropy(logits, yb, reduction="sum").item()
+        return loss, (logits.argmax(1) == yb).sum().item()
 
 
 def accuracy_under(
