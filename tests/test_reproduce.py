@@ -352,6 +352,32 @@ def test_figure3_attacks_only_checkpoints_without_a_pgd20_curve(
     assert steps.count(10) == checkpoints
 
 
+def test_figures_cost_draws_at_both_commits_from_an_empty_cache(
+    data_dir: Path, study_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/figures_cost.py with HEAD as both commits: each invocation draws from copies of
+    the runs without their cache, with the worktree's code; the runs themselves are left as they
+    were, and the CSVs agree."""
+    runs, _ = study_dirs
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    script = import_benchmark(monkeypatch, "figures_cost")
+    written: list[str] = []
+    monkeypatch.setattr(script, "write_result", lambda name, body: written.append(body))
+    args = study_args(data_dir, runs, tmp_path, "--only", "figure3", "--device", "cpu")
+    for flag in ("--out", "--figures-dir"):  # the benchmark's own
+        del args[args.index(flag) : args.index(flag) + 2]
+    command = ["--runs", str(runs), "--before", "HEAD", "--after", "HEAD",
+               "--scratch", str(tmp_path / "scratch"), "--", *args]  # fmt: skip
+    result = CliRunner().invoke(script.main, command)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "figure3.csv yes" in written[0]
+    for i in range(4):  # before, after, after, before
+        assert (tmp_path / "scratch" / f"figures-{i}" / "figure3.csv").is_file()
+        assert any((tmp_path / "scratch" / f"runs-{i}").glob("*/analysis"))
+        assert not (tmp_path / "scratch" / f"tree-{i}").exists()
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == stamps
+
+
 def test_reproduce_again_redoes_nothing(data_dir: Path, study_dirs: tuple[Path, Path]) -> None:
     runs, figures = study_dirs
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
