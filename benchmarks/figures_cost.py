@@ -85,7 +85,10 @@ def figures(tree: Path, runs: Path, out: Path, args: tuple[str, ...]) -> float:
 @click.option("--scratch", required=True, type=click.Path(path_type=Path))
 @click.option("--name", default="figures_cost", help="docs/results/<name>.md")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def main(root: Path, before: str, after: str, scratch: Path, name: str, args: tuple[str, ...]):
+def main(
+    root: Path, before: str, after: str, scratch: Path, name: str, args: tuple[str, ...]
+) -> None:
+    scratch = scratch.resolve()  # the worktrees' paths are compared with robdrop.__file__
     scratch.mkdir(parents=True, exist_ok=True)
     rows, outputs = [], []
     # before, after, after, before: a drift in the machine's speed favours neither
@@ -98,7 +101,7 @@ def main(root: Path, before: str, after: str, scratch: Path, name: str, args: tu
             seconds = figures(tree, runs, out, args)
         rows.append({"order": i + 1, "commit": label, "rev": rev, "minutes": seconds / 60})
         outputs.append(out)
-    csvs = sorted(p.name for p in outputs[0].glob("*.csv"))
+    csvs = sorted(p.name for p in outputs[0].glob("*.csv") if p.name != "timings.csv")
     same = {
         csv: all((out / csv).read_bytes() == (outputs[0] / csv).read_bytes() for out in outputs)
         for csv in csvs
