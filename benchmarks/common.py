@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -38,3 +39,21 @@ def train_job(out: Path, name: str, args: list[str]) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed; see {log}")
     return out / name
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one, else a copy with its times."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def without_cache(source: Path, dest: Path) -> Path:
+    """`source` (a run, or a folder of runs) again at `dest`, replacing what was there: files
+    linked or copied with their modification times, so cache stamps match; every `analysis/`
+    folder left out."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(source, dest, copy_function=_link_or_copy,
+                    ignore=shutil.ignore_patterns("analysis"))  # fmt: skip
+    return dest

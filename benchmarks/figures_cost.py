@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 import pandas as pd
-from common import write_result
+from common import without_cache, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,22 +42,6 @@ def worktree(rev: str, path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run([*git, "remove", "--force", str(path)], check=False)
-
-
-def link_or_copy(src: str, dst: str) -> None:
-    """A hard link where the file system allows one, else a copy with its times."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def runs_without_cache(root: Path, dest: Path) -> Path:
-    """RUNS again under `dest`: checkpoints and records linked, analysis caches left out."""
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(root, dest, copy_function=link_or_copy,
-                    ignore=shutil.ignore_patterns("analysis"))  # fmt: skip
-    return dest
 
 
 def figures(tree: Path, runs: Path, out: Path, args: tuple[str, ...]) -> float:
@@ -94,7 +78,7 @@ def main(
     # before, after, after, before: a drift in the machine's speed favours neither
     for i, label in enumerate(("before", "after", "after", "before")):
         rev = before if label == "before" else after
-        runs = runs_without_cache(root, scratch / f"runs-{i}")
+        runs = without_cache(root, scratch / f"runs-{i}")
         out = scratch / f"figures-{i}"
         shutil.rmtree(out, ignore_errors=True)
         with worktree(rev, scratch / f"tree-{i}") as tree:

@@ -15,14 +15,13 @@ docs/results/<name>.md.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pandas as pd
-from common import write_result
+from common import without_cache, write_result
 
 from robdrop.analysis import evaluate_run, strength_gap
 from robdrop.analysis.cache import lookup
@@ -31,16 +30,6 @@ from robdrop.attacks import make_attack
 from robdrop.training.runs import Run
 
 N, SEED = 1000, 0  # the mini study's test images and evaluation seed
-
-
-def fresh_copy(run: Run, dest: Path) -> Run:
-    """The run's record and checkpoints (modification times kept), no analysis cache."""
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for path in run.path.iterdir():
-        if path.is_file():
-            shutil.copy2(path, dest / path.name)
-    return Run(dest)
 
 
 def timed(work: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:
@@ -87,7 +76,7 @@ def main(root: Path, names: tuple[str, ...], scratch: Path, name: str) -> None:
         arms = {}
         # alternate which order goes first, so a drift in the machine's speed favours neither
         for order in ("gap first", "curve first")[:: 1 if i % 2 == 0 else -1]:
-            run = fresh_copy(original, scratch / order.replace(" ", "-") / run_name)
+            run = Run(without_cache(original.path, scratch / order.replace(" ", "-") / run_name))
             first, second = (gap, curve) if order == "gap first" else (curve, gap)
             a, seconds_a = timed(lambda run=run, first=first: first(run))
             b, seconds_b = timed(lambda run=run, second=second: second(run))
